@@ -1,0 +1,1 @@
+"""The certificate authority: models, key backends, profiles, signing, revocation."""

@@ -1,0 +1,9 @@
+"""URLs that Django serves. ACME is routed ahead of Django, in asgi.py."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("pki_server.core.urls")),
+]
