@@ -12,8 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from django.conf import settings
@@ -45,16 +44,16 @@ def _resolve_not_after(
     not_after: datetime | timedelta | None, default: timedelta, not_before: datetime
 ) -> datetime:
     if not_after is None:
-        return not_before + BACKDATE + default
+        return (not_before + BACKDATE + default).replace(microsecond=0)
     if isinstance(not_after, timedelta):
         if not_after <= timedelta(0):
             raise ValueError("not_after must be a positive timedelta.")
-        return not_before + BACKDATE + not_after
+        return (not_before + BACKDATE + not_after).replace(microsecond=0)
     if not isinstance(not_after, datetime):
         raise TypeError(f"not_after takes a datetime or timedelta, not {type(not_after).__name__}.")
     if timezone.is_naive(not_after):
         raise ValueError("not_after must be a timezone-aware datetime.")
-    return not_after
+    return not_after.replace(microsecond=0)
 
 
 def _check_issuer(ca: CertificateAuthority, now: datetime) -> None:
@@ -178,7 +177,7 @@ class CertificateAuthorityManager(models.Manager["CertificateAuthority"]):
         get_profile(acme_profile)
 
         now = timezone.now()
-        not_before = now - BACKDATE
+        not_before = (now - BACKDATE).replace(microsecond=0)
         expires = _resolve_not_after(not_after, settings.PKI_CA_DEFAULT_EXPIRES, not_before)
         parent_options: UsePrivateKeyOptions | None = None
         if parent is not None:
@@ -306,7 +305,7 @@ class CertificateManager(models.Manager["Certificate"]):
         start = not_before or now - BACKDATE
         if timezone.is_naive(start):
             raise ValueError("not_before must be a timezone-aware datetime.")
-        start = max(start, ca.not_before)
+        start = max(start, ca.not_before).replace(microsecond=0)
         expires = _cap_validity(ca, start, _resolve_not_after(not_after, profile_obj.default_expires, start))
 
         signals.pre_sign_cert.send(

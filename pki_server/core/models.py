@@ -36,11 +36,13 @@ def parse_reason(reason: x509.ReasonFlags | str | None) -> x509.ReasonFlags:
     if isinstance(reason, x509.ReasonFlags):
         parsed = reason
     else:
-        try:
-            parsed = x509.ReasonFlags[str(reason).strip().lower().replace("-", "_")]
-        except KeyError:
+        # key_compromise, KEY-COMPROMISE and RFC 5280's keyCompromise all name the same reason.
+        wanted = str(reason).strip().lower().replace("-", "").replace("_", "")
+        found = [flag for flag in x509.ReasonFlags if flag.name.replace("_", "") == wanted]
+        if not found:
             names = ", ".join(name for name, _ in REVOCATION_REASONS)
-            raise ValueError(f"{reason!r} is not a revocation reason; use one of {names}.") from None
+            raise ValueError(f"{reason!r} is not a revocation reason; use one of {names}.")
+        parsed = found[0]
     if parsed is x509.ReasonFlags.remove_from_crl:
         raise ValueError("remove_from_crl is only for delta CRLs and cannot be a revocation reason.")
     return parsed

@@ -120,7 +120,9 @@ class KeyBackend(abc.ABC):
     def load_private_key(self, ca: CertificateAuthority, options: UsePrivateKeyOptions) -> utils.PrivateKey:
         """The CA's private key; raises :class:`PasswordError` for a missing or wrong password."""
 
-    def get_use_private_key_options(self, options: UsePrivateKeyOptions | dict[str, Any] | None) -> UsePrivateKeyOptions:
+    def get_use_private_key_options(
+        self, options: UsePrivateKeyOptions | dict[str, Any] | None
+    ) -> UsePrivateKeyOptions:
         if options is None:
             return self.use_private_key_options_class()
         if isinstance(options, dict):
