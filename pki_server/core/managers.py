@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 # Not-before is set a little in the past, so that clients with a slow clock accept a new certificate.
 BACKDATE = timedelta(minutes=5)
 _SIGNATURE_HASHES_REFUSED = (hashes.SHA1, hashes.MD5)
+_CA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def random_serial() -> int:
@@ -163,8 +165,11 @@ class CertificateAuthorityManager(models.Manager["CertificateAuthority"]):
         goes beyond the parent's.
         """
         name = (name or "").strip()
-        if not name:
-            raise ValueError("A CA needs a name.")
+        if not _CA_NAME.fullmatch(name):
+            raise ValueError(
+                f"{name!r} is not a CA name: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+                " (it appears in URLs)."
+            )
         if self.filter(name=name).exists():
             raise PkiError(f"A CA named {name!r} exists already.")
         subject = utils.x509_name(subject)

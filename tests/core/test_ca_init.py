@@ -190,6 +190,13 @@ def test_bad_options() -> None:
         CreatePrivateKeyOptions(key_size=3000)
 
 
+@pytest.mark.parametrize("name", ["", "has space", "a/b", "-dash", "x" * 65])
+def test_bad_names_refused(name: str, key_storage: Path) -> None:
+    with pytest.raises(ValueError, match="is not a CA name"):
+        init(name)
+    assert not key_files(key_storage)
+
+
 def test_empty_subject_refused() -> None:
     with pytest.raises(ValueError, match="needs a subject"):
         init("nameless", subject="")
