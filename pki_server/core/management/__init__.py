@@ -1,0 +1,1 @@
+"""Management commands of the CA core; ``base`` holds what they share."""

@@ -1,0 +1,1 @@
+"""``pki-server <command>``: one module per command (docs/cli.md)."""
