@@ -1,7 +1,8 @@
 """The ASGI application that uvicorn serves.
 
-channels routes each connection by protocol: HTTP goes to Django (the admin, published CA
-resources), with the lean ACME handlers to be routed ahead of it.
+channels routes each connection by protocol. HTTP requests to ``/acme/...`` go to the lean ACME
+handlers (raw ASGI apps: no middleware, one database hop per request); everything else goes to
+Django (the admin, the CA's published certificates).
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ import django  # noqa: E402
 
 django.setup()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
+from django.urls import re_path  # noqa: E402
+
+from pki_server.acme.routing import urlpatterns as acme_urlpatterns  # noqa: E402
 
 django_application = ASGIStaticFilesHandler(get_asgi_application())
 
-application = ProtocolTypeRouter({"http": django_application})
+application = ProtocolTypeRouter({
+    "http": URLRouter([*acme_urlpatterns, re_path(r"", django_application)]),
+})

@@ -9,20 +9,24 @@ from __future__ import annotations
 import os
 import socket
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from pki_server import environment as env
+from pki_server.acme.validation import base as validation_base
+
+# profiles.py is import-light (cryptography and the lazy django.conf.settings, no models), so the
+# profile names can be checked here, at start-up, like every other value.
+from pki_server.core.profiles import PROFILES
 
 _ENV = os.environ
 
-DATA_DIR = env.data_directory(_ENV)
+# Created at the end of this module, once every value is known to be good (see SECRET_KEY).
+DATA_DIR = env.data_directory(_ENV, create=False)
 DEBUG = env.get_bool(_ENV, "PKI_DEBUG", False)
-SECRET_KEY = env.secret_key(_ENV, DATA_DIR)
 
 # Where `pki-server serve` listens by default, and what the base URL defaults to.
-PKI_HOST = env.get_str(_ENV, "PKI_HOST", "127.0.0.1")
-PKI_PORT = env.get_int(_ENV, "PKI_PORT", 8000, minimum=1)
-if PKI_PORT > 65535:
-    raise env.ConfigurationError(f"PKI_PORT={PKI_PORT} is not a TCP port (1-65535).")
+PKI_HOST = env.get_host(_ENV, "PKI_HOST", "127.0.0.1")
+PKI_PORT = env.get_int(_ENV, "PKI_PORT", 8000, minimum=1, maximum=65535)
 
 
 def _default_base_url() -> str:
@@ -38,8 +42,13 @@ def _default_base_url() -> str:
 # ACME links are built from it. Changing it later does not change certificates already issued.
 PKI_BASE_URL = env.get_base_url(_ENV, "PKI_BASE_URL", _default_base_url())
 
-_base_host = PKI_BASE_URL.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
-ALLOWED_HOSTS = env.get_list(_ENV, "PKI_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", _base_host])
+_base_host = urlsplit(PKI_BASE_URL).hostname or ""
+if ":" in _base_host:  # Django matches IPv6 hosts in their bracketed form
+    _base_host = f"[{_base_host}]"
+ALLOWED_HOSTS = env.get_list(
+    _ENV, "PKI_ALLOWED_HOSTS", list(dict.fromkeys(["localhost", "127.0.0.1", "[::1]", _base_host])),
+    allow_empty=False,
+)
 
 DATABASES = {"default": env.database(_ENV, DATA_DIR)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -63,6 +72,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "pki_server.core",
+    "pki_server.acme",
 ]
 
 MIDDLEWARE = [
@@ -120,9 +130,38 @@ PKI_KEY_BACKENDS = {
 # Certificate policy.
 PKI_MIN_KEY_SIZE = env.get_int(_ENV, "PKI_MIN_KEY_SIZE", 2048, minimum=512)
 PKI_DEFAULT_KEY_SIZE = env.get_int(_ENV, "PKI_DEFAULT_KEY_SIZE", 4096, minimum=PKI_MIN_KEY_SIZE)
+if PKI_DEFAULT_KEY_SIZE & (PKI_DEFAULT_KEY_SIZE - 1):
+    raise env.ConfigurationError(
+        f"PKI_DEFAULT_KEY_SIZE={PKI_DEFAULT_KEY_SIZE} is not a power of two (use 2048, 4096 ...)."
+    )
 PKI_CA_DEFAULT_EXPIRES = timedelta(days=env.get_int(_ENV, "PKI_CA_DEFAULT_EXPIRES", 3650, minimum=1))
 PKI_DEFAULT_EXPIRES = timedelta(days=env.get_int(_ENV, "PKI_DEFAULT_EXPIRES", 365, minimum=1))
-PKI_DEFAULT_PROFILE = env.get_str(_ENV, "PKI_DEFAULT_PROFILE", "webserver")
+PKI_DEFAULT_PROFILE = env.get_choice(_ENV, "PKI_DEFAULT_PROFILE", "webserver", PROFILES)
+
+# ACME (docs/settings.md, "ACME"). Validation reaches servers of internal networks, so the
+# address policy is the operator's: by default only the validating host itself, link-local and
+# cloud-metadata addresses are denied.
+PKI_ACME_DEFAULT_CA = env.get_str(_ENV, "PKI_ACME_DEFAULT_CA", "")
+PKI_ACME_HTTP01_PORT = env.get_int(_ENV, "PKI_ACME_HTTP01_PORT", 80, minimum=1, maximum=65535)
+PKI_ACME_TLSALPN01_PORT = env.get_int(_ENV, "PKI_ACME_TLSALPN01_PORT", 443, minimum=1, maximum=65535)
+try:
+    PKI_ACME_DNS_RESOLVERS = validation_base.parse_resolvers(_ENV.get("PKI_ACME_DNS_RESOLVERS", ""))
+except ValueError as _ex:
+    raise env.ConfigurationError(f"PKI_ACME_DNS_RESOLVERS: {_ex}.") from None
+for _name in ("PKI_ACME_VALIDATION_DENY_NETWORKS", "PKI_ACME_VALIDATION_ALLOW_NETWORKS"):
+    _raw = _ENV.get(_name, "").strip()
+    try:
+        if _name.endswith("DENY_NETWORKS") and not _raw:
+            _networks = validation_base.DEFAULT_DENY_NETWORKS
+        else:
+            _networks = () if _raw.lower() == "none" else validation_base.parse_networks(_raw)
+    except ValueError as _ex:
+        raise env.ConfigurationError(f"{_name}: {_ex}.") from None
+    globals()[_name] = _networks
+PKI_ACME_VALIDATION_DENY_NETWORKS: tuple[validation_base.Network, ...]
+PKI_ACME_VALIDATION_ALLOW_NETWORKS: tuple[validation_base.Network, ...]
+
+FORMS_URLFIELD_ASSUME_HTTPS = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
@@ -132,13 +171,16 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+PKI_LOG_LEVEL = env.get_choice(
+    _ENV, "PKI_LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "pki_server": {"handlers": ["console"], "level": env.get_str(_ENV, "PKI_LOG_LEVEL", "INFO").upper()},
+        "pki_server": {"handlers": ["console"], "level": PKI_LOG_LEVEL},
     },
 }
 
@@ -152,3 +194,8 @@ if not DEBUG:
         SESSION_COOKIE_SECURE = True
         CSRF_COOKIE_SECURE = True
     CSRF_TRUSTED_ORIGINS = [PKI_BASE_URL.split("/", 3)[0] + "//" + PKI_BASE_URL.split("/", 3)[2]]
+
+# Every other value is valid: only now write to the data directory, so that a bad value writes
+# nothing. An unset PKI_SECRET_KEY is generated once into DATA_DIR/secret_key (mode 0600).
+SECRET_KEY = env.secret_key(_ENV, DATA_DIR)
+env.create_directory(DATA_DIR)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +20,8 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=settings.PKI_HOST, help="Address to listen on (default: PKI_HOST).")
         parser.add_argument("--port", type=int, default=settings.PKI_PORT, help="Port (default: PKI_PORT).")
         parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+        parser.add_argument("--no-worker", action="store_true",
+                            help="Do not run the ACME worker in this process (run `pki-server worker` instead).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         import uvicorn
@@ -36,9 +40,24 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"pki-server on http://{options['host']}:{options['port']}/ "
                           f"(public URL {settings.PKI_BASE_URL}/)")
+        self.stdout.write(f"ACME directory: {settings.PKI_BASE_URL}/acme/directory")
         self.stdout.write(f"Admin: {settings.PKI_BASE_URL}/admin/")
         self.stdout.flush()
-        uvicorn.Server(config).run()
+        asyncio.run(self.serve(uvicorn.Server(config), with_worker=not options["no_worker"]))
+
+    @staticmethod
+    async def serve(server: Any, *, with_worker: bool) -> None:
+        """uvicorn and, unless told otherwise, the ACME worker in the same event loop."""
+        from pki_server.acme.worker import Worker
+
+        worker = asyncio.create_task(Worker().run()) if with_worker else None
+        try:
+            await server.serve()
+        finally:
+            if worker is not None:
+                worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
 
     def check_database(self) -> None:
         connection = connections["default"]

@@ -1,0 +1,14 @@
+"""The challenge types this server validates, each bound to its pure validator (validation/)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from pki_server.acme.validation.base import ValidationConfig, ValidationRecord
+from pki_server.acme.validation.http01 import validate_http01
+
+Validator = Callable[[str, str, str, ValidationConfig], Awaitable[list[ValidationRecord]]]
+
+VALIDATORS: dict[str, Validator] = {
+    "http-01": validate_http01,
+}

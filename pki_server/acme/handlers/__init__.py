@@ -1,0 +1,1 @@
+"""One module per ACME resource; every handler has the shape of :class:`base.AcmeHandler`."""

@@ -1,0 +1,56 @@
+"""Authorizations (RFC 8555 §7.5, deactivation §7.5.2) and challenges (§7.5.1)."""
+
+from __future__ import annotations
+
+from pki_server.acme import orders, problems
+from pki_server.acme.handlers.base import AcmeHandler, Request, Response
+from pki_server.acme.models import AcmeAuthorization, AcmeChallenge
+from pki_server.acme.resources import authorization_json, challenge_json
+
+RETRY_AFTER = "1"
+
+
+def _owned(request: Request, account_id: int) -> None:
+    if account_id != request.require_account().pk:
+        raise problems.unauthorized("This authorization belongs to another account.")
+
+
+class AuthorizationHandler(AcmeHandler):
+    def post(self, request: Request) -> Response:
+        authz = AcmeAuthorization.objects.filter(slug=request.kwargs["slug"]).first()
+        if authz is None:
+            raise problems.not_found("There is no such authorization.")
+        _owned(request, authz.account_id)
+        assert request.jws is not None
+        if request.jws.is_post_as_get:
+            orders.refresh_authorization(authz)
+        else:
+            payload = request.payload()
+            if payload.get("status") != "deactivated":
+                raise problems.malformed('To change an authorization, send {"status": "deactivated"}.')
+            orders.deactivate_authorization(authz)
+        challenges = list(authz.challenges.order_by("pk"))
+        headers = {"Location": request.urls.authorization(authz.slug)}
+        if any(c.status == AcmeChallenge.STATUS_PROCESSING for c in challenges):
+            headers["Retry-After"] = RETRY_AFTER
+        return Response(body=authorization_json(authz, challenges, request.urls), headers=headers)
+
+
+class ChallengeHandler(AcmeHandler):
+    def post(self, request: Request) -> Response:
+        challenge = (
+            AcmeChallenge.objects.select_related("authorization").filter(slug=request.kwargs["slug"]).first()
+        )
+        if challenge is None:
+            raise problems.not_found("There is no such challenge.")
+        _owned(request, challenge.authorization.account_id)
+        assert request.jws is not None
+        dispatch = []
+        if not request.jws.is_post_as_get:
+            request.payload()  # must be a JSON object; RFC 8555 §7.5.1 sends {}
+            if orders.start_challenge(challenge):
+                dispatch.append(("validate", challenge.pk))
+        links = [f'<{request.urls.authorization(challenge.authorization.slug)}>;rel="up"']
+        headers = {"Retry-After": RETRY_AFTER} if challenge.status == AcmeChallenge.STATUS_PROCESSING else {}
+        return Response(body=challenge_json(challenge, request.urls), headers=headers, links=links,
+                        dispatch=dispatch)

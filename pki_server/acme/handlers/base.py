@@ -1,0 +1,267 @@
+"""The shape every ACME handler shares: a lean ASGI app, not Django's request stack.
+
+A request is read (with a size cap), its JWS parsed and its header checked (jose.py), and then
+*all* of its database work — spending the nonce (without Redis), finding the CA and the account,
+checking the signature and the handler's own work — runs in one ``sync_to_async`` call. Every
+response, errors included, carries a fresh ``Replay-Nonce`` and a ``Link`` to the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.http.request import split_domain_port, validate_host
+
+from pki_server.acme import accounts, jose, nonces, problems
+from pki_server.acme.models import AcmeAccount
+from pki_server.acme.problems import AcmeProblem
+from pki_server.acme.urls import AcmeUrls
+from pki_server.core.models import CertificateAuthority
+
+log = logging.getLogger("pki_server.acme")
+
+MAX_BODY = 64 * 1024  # bytes; a finalize with an RSA-8192 CSR is well below this
+JOSE_JSON = "application/jose+json"
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: Any = None  # a dict (JSON) or bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+    links: list[str] = field(default_factory=list)
+    # Work for the worker, sent once the database work is committed: (message type, object id).
+    dispatch: list[tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass
+class Request:
+    method: str
+    url: str
+    urls: AcmeUrls
+    ca: CertificateAuthority
+    kwargs: dict[str, str]
+    jws: jose.JWS | None = None
+    account: AcmeAccount | None = None
+
+    def payload(self) -> dict[str, Any]:
+        assert self.jws is not None
+        return self.jws.json_payload()
+
+    def require_account(self) -> AcmeAccount:
+        if self.account is None:
+            raise problems.malformed("This request must be signed by an account key (kid), not a jwk.")
+        return self.account
+
+
+class AcmeHandler:
+    """Subclasses set ``methods`` and implement ``get`` (GET/HEAD, no JWS) and/or ``post``."""
+
+    methods: ClassVar[tuple[str, ...]] = ("POST",)
+    #: "kid" (an account signs), "jwk" (a new key signs: newAccount) or "either" (revokeCert).
+    signer: ClassVar[str] = "kid"
+
+    @classmethod
+    def as_asgi(cls) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await cls().run(scope, receive, send)
+
+        app.handler_class = cls  # type: ignore[attr-defined]
+        return app
+
+    # --- the request cycle ------------------------------------------------------------------
+
+    async def run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        method = scope["method"]
+        kwargs = dict(scope.get("url_route", {}).get("kwargs", {}))
+        origin = ""
+        ca_name = kwargs.pop("ca", None)
+        try:
+            origin = self.origin(scope)
+            allowed = set(self.methods) | ({"HEAD"} if "GET" in self.methods else set())
+            if method not in allowed:
+                raise problems.AcmeProblem("malformed", f"{method} is not allowed here.", 405,
+                                           headers={"Allow": ", ".join(sorted(allowed))})
+            body = await self.read_body(scope, receive)
+            url = origin + scope["path"] + (f"?{scope['query_string'].decode('latin-1')}"
+                                            if scope.get("query_string") else "")
+            jws = None
+            if method == "POST":
+                content_type = _header(scope, b"content-type").split(";")[0].strip().lower()
+                if content_type != JOSE_JSON:
+                    raise AcmeProblem("malformed", f"POST requests need Content-Type: {JOSE_JSON} (RFC 8555 §6.2).",
+                                      415)
+                jws = jose.parse(body, url=url)
+                remaining = nonces.check(jws.nonce)
+                if settings.PKI_REDIS_URL:
+                    await nonces.redeem_in_redis(jws.nonce, remaining)
+                else:
+                    jws = _NonceToSpend(jws, remaining)  # type: ignore[assignment]
+            response = await sync_to_async(self._process, thread_sensitive=True)(
+                method, url, origin, ca_name, kwargs, jws
+            )
+            if response.dispatch:
+                from pki_server.acme.worker import dispatch
+
+                for kind, pk in response.dispatch:
+                    await dispatch(kind, pk)
+        except AcmeProblem as problem:
+            response = self.problem_response(problem)
+        except ConnectionAbortedError:
+            return
+        except Exception:
+            log.exception("ACME %s %s failed", method, scope.get("path"))
+            response = self.problem_response(problems.server_internal())
+        await self.send(send, response, origin, ca_name, method)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s -> %s in %.1f ms", method, scope["path"], response.status,
+                      (time.perf_counter() - started) * 1000)
+
+    def _process(self, method: str, url: str, origin: str, ca_name: str | None, kwargs: dict[str, str],
+                 jws: jose.JWS | None) -> Response:
+        """All database work of one request, in one thread hop."""
+        close_old_connections()
+        try:
+            if isinstance(jws, _NonceToSpend):
+                nonces.redeem_in_database(jws.jws.nonce, jws.remaining)
+                jws = jws.jws
+            ca = acme_ca(ca_name)
+            request = Request(method, url, AcmeUrls(origin, ca.name), ca, kwargs, jws)
+            if method in ("GET", "HEAD"):
+                return self.get(request)
+            assert jws is not None
+            self.authenticate(request, jws)
+            return self.post(request)
+        finally:
+            close_old_connections()
+
+    def authenticate(self, request: Request, jws: jose.JWS) -> None:
+        """Find the signer's key (RFC 8555 §6.2) and check the signature with it."""
+        if jws.jwk is not None:
+            if self.signer == "kid":
+                raise problems.malformed("This request must be signed by an account (kid), not with a jwk.")
+            key = jose.public_key(jws.jwk)
+        else:
+            if self.signer == "jwk":
+                raise problems.malformed("newAccount requests carry the account key as jwk, not a kid.")
+            assert jws.kid is not None
+            request.account = accounts.by_kid(request.ca, jws.kid, request.urls)
+            key = jose.public_key(json.loads(request.account.jwk))
+        jose.verify(jws, key)
+
+    def get(self, request: Request) -> Response:
+        raise problems.method_not_allowed("GET is not allowed here.")
+
+    def post(self, request: Request) -> Response:
+        raise problems.method_not_allowed("POST is not allowed here.")
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    @staticmethod
+    def origin(scope: Scope) -> str:
+        """``scheme://host[:port]`` as the client addressed us, checked against ALLOWED_HOSTS."""
+        host = _header(scope, b"host")
+        if not host:
+            server = scope.get("server") or ("localhost", None)
+            host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
+        domain, _port = split_domain_port(host)
+        if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+            raise problems.malformed(f"The host {host!r} is not served here (PKI_ALLOWED_HOSTS).")
+        return f"{scope.get('scheme', 'http')}://{host}"
+
+    @staticmethod
+    async def read_body(scope: Scope, receive: Receive) -> bytes:
+        declared = _header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            raise AcmeProblem("malformed", f"The request body is larger than {MAX_BODY} bytes.", 413)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ConnectionAbortedError("client went away")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise AcmeProblem("malformed", f"The request body is larger than {MAX_BODY} bytes.", 413)
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    @staticmethod
+    def problem_response(problem: AcmeProblem) -> Response:
+        return Response(problem.status, problem.to_json(), "application/problem+json", dict(problem.headers))
+
+    @staticmethod
+    async def send(send: Send, response: Response, origin: str, ca_name: str | None, method: str) -> None:
+        if isinstance(response.body, bytes):
+            body = response.body
+        elif response.body is None:
+            body = b""
+        else:
+            body = json.dumps(response.body, indent=2).encode("utf-8")
+        fields = {
+            "content-type": response.content_type,
+            "replay-nonce": nonces.make(),
+            "cache-control": "no-store",
+        }
+        if origin:
+            directory = f"{origin}/acme/{ca_name}/directory" if ca_name else f"{origin}/acme/directory"
+            fields["link"] = ", ".join([f'<{directory}>;rel="index"', *response.links])
+        fields.update((name.lower(), value) for name, value in response.headers.items())
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fields.items()]
+        headers.append((b"content-length", str(len(body)).encode("ascii")))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+@dataclass(frozen=True)
+class _NonceToSpend:
+    """A JWS whose nonce still has to be spent in the database, inside the request's one hop."""
+
+    jws: jose.JWS
+    remaining: int
+
+
+def acme_ca(name: str | None) -> CertificateAuthority:
+    """The ACME-enabled CA a URL names (None: the default one), or a 404 problem."""
+    if name is None:
+        default = getattr(settings, "PKI_ACME_DEFAULT_CA", "")
+        if default:
+            ca = CertificateAuthority.objects.filter(name=default).first()
+        else:
+            ca = CertificateAuthority.objects.default_acme()
+        if ca is None:
+            raise problems.not_found(
+                "There is no default ACME CA (there must be exactly one ACME-enabled CA, or PKI_ACME_DEFAULT_CA"
+                " must name one): use /acme/<ca-name>/directory."
+            )
+    else:
+        ca = CertificateAuthority.objects.filter(name=name).select_related("parent").first()
+        if ca is None:
+            raise problems.not_found(f"There is no CA named {name!r}.")
+    if not ca.acme_enabled:
+        raise problems.not_found(f"CA {ca.name!r} does not serve ACME.")
+    if not ca.enabled:
+        raise AcmeProblem("serverInternal", f"CA {ca.name!r} is disabled.", 503)
+    return ca
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return ""

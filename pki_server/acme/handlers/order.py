@@ -1,0 +1,50 @@
+"""Orders: newOrder (RFC 8555 §7.4), the order resource (§7.1.3) and finalize (§7.4)."""
+
+from __future__ import annotations
+
+from pki_server.acme import orders, problems
+from pki_server.acme.handlers.base import AcmeHandler, Request, Response
+from pki_server.acme.models import AcmeOrder
+from pki_server.acme.resources import order_json
+
+RETRY_AFTER = "1"  # seconds a client should wait before polling a processing order again
+
+
+def load_order(request: Request) -> AcmeOrder:
+    account = request.require_account()
+    order = AcmeOrder.objects.filter(slug=request.kwargs["slug"]).first()
+    if order is None:
+        raise problems.not_found("There is no such order.")
+    if order.account_id != account.pk:
+        raise problems.unauthorized("This order belongs to another account.")
+    order.account = account
+    return order
+
+
+def render(request: Request, order: AcmeOrder, status: int = 200) -> Response:
+    slugs = list(order.authorizations.order_by("pk").values_list("slug", flat=True))
+    headers = {"Location": request.urls.order(order.slug)}
+    if order.status == AcmeOrder.STATUS_PROCESSING:
+        headers["Retry-After"] = RETRY_AFTER
+    return Response(status=status, body=order_json(order, slugs, request.urls), headers=headers)
+
+
+class NewOrderHandler(AcmeHandler):
+    def post(self, request: Request) -> Response:
+        order = orders.new_order(request.require_account(), request.payload())
+        return render(request, order, status=201)
+
+
+class OrderHandler(AcmeHandler):
+    def post(self, request: Request) -> Response:
+        order = load_order(request)
+        orders.refresh_order(order)
+        return render(request, order)
+
+
+class FinalizeHandler(AcmeHandler):
+    def post(self, request: Request) -> Response:
+        order = orders.finalize(load_order(request), request.payload())
+        response = render(request, order)
+        response.dispatch.append(("issue", order.pk))
+        return response

@@ -1,0 +1,317 @@
+"""The ACME order state machine (RFC 8555 §7.1.6), without HTTP.
+
+Every function runs synchronously inside one database hop of a request or of the worker. Status
+changes that can race (finalize, starting and finishing a validation, issuance) are single
+conditional UPDATEs, so two processes can never both win.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from pki_server.acme import jose, policy, problems
+from pki_server.acme.challenges import VALIDATORS
+from pki_server.acme.models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder
+from pki_server.acme.policy import Identifier
+from pki_server.core.exceptions import PkiError, SigningPolicyError
+from pki_server.core.extensions import check_name_constraints
+from pki_server.core.models import Certificate, CertificateAuthority
+from pki_server.core.profiles import get_profile
+
+log = logging.getLogger(__name__)
+
+ORDER_LIFETIME = timedelta(days=7)
+PENDING_AUTHZ_LIFETIME = timedelta(days=7)
+VALID_AUTHZ_LIFETIME = timedelta(days=30)
+
+Authz = AcmeAuthorization
+Chall = AcmeChallenge
+
+
+def challenge_types(identifier: Identifier) -> list[str]:
+    """The challenges offered for an identifier, of the types this server can validate."""
+    if identifier.type == "ip":
+        wanted = [Chall.HTTP_01, Chall.TLS_ALPN_01]  # RFC 8738 §7: no dns-01 for IP addresses
+    elif identifier.wildcard:
+        wanted = [Chall.DNS_01]  # RFC 8555 §7.1.3: wildcards only through DNS
+    else:
+        wanted = [Chall.HTTP_01, Chall.DNS_01, Chall.TLS_ALPN_01]
+    return [kind for kind in wanted if kind in VALIDATORS]
+
+
+def _parse_time(payload: dict[str, Any], field: str) -> datetime | None:
+    value = payload.get(field)
+    if value is None:
+        return None
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is None or timezone.is_naive(parsed):
+        raise problems.malformed(f"{field} must be an RFC 3339 date-time with a time zone.")
+    return parsed
+
+
+def _as_general_name(identifier: Identifier) -> x509.GeneralName:
+    if identifier.type == "ip":
+        return x509.IPAddress(ipaddress.ip_address(identifier.value))
+    return x509.DNSName(identifier.value)
+
+
+def new_order(account: AcmeAccount, payload: dict[str, Any]) -> AcmeOrder:
+    ca: CertificateAuthority = account.ca
+    identifiers = policy.parse_identifiers(payload.get("identifiers"))
+    for identifier in identifiers:
+        if not challenge_types(identifier):
+            raise problems.rejected_identifier(
+                f"{identifier.value!r} cannot be validated by this server: no challenge type it supports applies."
+            )
+    try:
+        check_name_constraints(ca, [_as_general_name(i) for i in identifiers])
+    except SigningPolicyError as ex:
+        raise problems.rejected_identifier(str(ex)) from None
+
+    now = timezone.now()
+    not_before, not_after = _parse_time(payload, "notBefore"), _parse_time(payload, "notAfter")
+    if not_before is not None and not_before < now - timedelta(days=1):
+        raise problems.malformed("notBefore may not be more than a day in the past.")
+    lifetime = get_profile(ca.acme_profile).default_expires
+    start = not_before or now
+    if not_after is not None:
+        if not_after <= start:
+            raise problems.malformed("notAfter must be later than notBefore and than now.")
+        if not_after - start > lifetime:
+            raise problems.malformed(f"This CA issues certificates for at most {lifetime.days} days.")
+        if not_after > ca.not_after:
+            raise problems.malformed(f"notAfter is past the CA's own expiry ({ca.not_after:%Y-%m-%d}).")
+    if not_before is not None and not_before >= ca.not_after:
+        raise problems.malformed("notBefore is past the CA's own expiry.")
+
+    with transaction.atomic():
+        authorizations = [_authorization_for(account, identifier, now) for identifier in identifiers]
+        status = AcmeOrder.STATUS_READY if all(a.status == Authz.STATUS_VALID for a in authorizations) \
+            else AcmeOrder.STATUS_PENDING
+        expires = min([now + ORDER_LIFETIME, *(a.expires for a in authorizations)])
+        order = AcmeOrder.objects.create(
+            account=account, status=status, identifiers=[i.to_json() for i in identifiers], expires=expires,
+            not_before=not_before, not_after=not_after,
+        )
+        order.authorizations.set(authorizations)
+    return order
+
+
+def _authorization_for(account: AcmeAccount, identifier: Identifier, now: datetime) -> AcmeAuthorization:
+    """A valid (or still pending) authorization of this account for the identifier, or a new one."""
+    reusable = (
+        Authz.objects.filter(
+            account=account, identifier_type=identifier.type, identifier=identifier.base,
+            wildcard=identifier.wildcard, status__in=[Authz.STATUS_VALID, Authz.STATUS_PENDING],
+            expires__gt=now + timedelta(hours=1),
+        )
+        .order_by("-status", "-expires")  # "valid" sorts after "pending": valid first
+        .first()
+    )
+    if reusable is not None:
+        return reusable
+    authz = Authz.objects.create(
+        account=account, identifier_type=identifier.type, identifier=identifier.base,
+        wildcard=identifier.wildcard, expires=now + PENDING_AUTHZ_LIFETIME,
+    )
+    Chall.objects.bulk_create([Chall(authorization=authz, type=kind) for kind in challenge_types(identifier)])
+    return authz
+
+
+# --- Reading, with expiry applied ----------------------------------------------------------------
+
+def refresh_authorization(authz: AcmeAuthorization, now: datetime | None = None) -> AcmeAuthorization:
+    now = now or timezone.now()
+    if authz.status in (Authz.STATUS_PENDING, Authz.STATUS_VALID) and authz.expires <= now:
+        Authz.objects.filter(pk=authz.pk, status=authz.status).update(status=Authz.STATUS_EXPIRED)
+        authz.status = Authz.STATUS_EXPIRED
+    return authz
+
+
+def refresh_order(order: AcmeOrder, authorizations: list[AcmeAuthorization] | None = None) -> AcmeOrder:
+    """Apply RFC 8555 §7.1.6 to a pending or ready order: expiry and its authorizations' states."""
+    if order.status not in (AcmeOrder.STATUS_PENDING, AcmeOrder.STATUS_READY):
+        return order  # processing, valid and invalid orders do not expire into another state
+    now = timezone.now()
+    authzs = authorizations if authorizations is not None else list(order.authorizations.all())
+    for authz in authzs:
+        refresh_authorization(authz, now)
+    if order.expires <= now:
+        new_status, error = AcmeOrder.STATUS_INVALID, problems.problem_json("malformed", "The order expired.")
+    elif any(a.status != Authz.STATUS_VALID and a.status != Authz.STATUS_PENDING for a in authzs):
+        bad = next(a for a in authzs if a.status not in (Authz.STATUS_VALID, Authz.STATUS_PENDING))
+        new_status = AcmeOrder.STATUS_INVALID
+        error = problems.problem_json(
+            "unauthorized", f"The authorization for {bad} is {bad.status}, so the order cannot be completed."
+        )
+    elif all(a.status == Authz.STATUS_VALID for a in authzs):
+        new_status, error = AcmeOrder.STATUS_READY, None
+    else:
+        new_status, error = AcmeOrder.STATUS_PENDING, None
+    if new_status != order.status:
+        AcmeOrder.objects.filter(pk=order.pk, status=order.status).update(status=new_status, error=error)
+        order.status, order.error = new_status, error
+    return order
+
+
+# --- Challenges and validation ----------------------------------------------------------------------
+
+def start_challenge(challenge: AcmeChallenge) -> bool:
+    """A client's ``{}`` to a challenge (RFC 8555 §7.5.1). True when a validation must be dispatched."""
+    authz = refresh_authorization(challenge.authorization)
+    if challenge.status != Chall.STATUS_PENDING:
+        return False  # processing already, or done: answer with its state
+    if authz.status != Authz.STATUS_PENDING:
+        raise problems.malformed(f"The authorization is {authz.status}; its challenges can no longer be attempted.")
+    now = timezone.now()
+    updated = Chall.objects.filter(pk=challenge.pk, status=Chall.STATUS_PENDING).update(
+        status=Chall.STATUS_PROCESSING, processing_since=now
+    )
+    if updated:
+        challenge.status, challenge.processing_since = Chall.STATUS_PROCESSING, now
+    return bool(updated)
+
+
+def finish_validation(
+    challenge_id: int, valid: bool, record: list[dict[str, Any]] | None, error: dict[str, Any] | None
+) -> bool:
+    """Store a validation's outcome and move the authorization and its orders on. False if it came late."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Chall.objects.filter(pk=challenge_id, status=Chall.STATUS_PROCESSING).update(
+            status=Chall.STATUS_VALID if valid else Chall.STATUS_INVALID,
+            validated=now if valid else None, validation_record=record, error=error, processing_since=None,
+            lease_until=None,
+        )
+        if not updated:
+            return False
+        challenge = Chall.objects.select_related("authorization").get(pk=challenge_id)
+        authz = challenge.authorization
+        if valid:
+            Authz.objects.filter(pk=authz.pk, status=Authz.STATUS_PENDING).update(
+                status=Authz.STATUS_VALID, expires=now + VALID_AUTHZ_LIFETIME
+            )
+        else:
+            Authz.objects.filter(pk=authz.pk, status=Authz.STATUS_PENDING).update(status=Authz.STATUS_INVALID)
+        for order in AcmeOrder.objects.filter(authorizations=authz, status=AcmeOrder.STATUS_PENDING):
+            refresh_order(order)
+    return True
+
+
+def deactivate_authorization(authz: AcmeAuthorization) -> AcmeAuthorization:
+    """RFC 8555 §7.5.2: a pending or valid authorization can be deactivated."""
+    updated = Authz.objects.filter(
+        pk=authz.pk, status__in=[Authz.STATUS_PENDING, Authz.STATUS_VALID]
+    ).update(status=Authz.STATUS_DEACTIVATED)
+    if not updated:
+        raise problems.malformed(f"The authorization is {authz.status}; only pending or valid ones can be deactivated.")
+    authz.status = Authz.STATUS_DEACTIVATED
+    for order in AcmeOrder.objects.filter(authorizations=authz, status__in=[AcmeOrder.STATUS_PENDING,
+                                                                             AcmeOrder.STATUS_READY]):
+        refresh_order(order)
+    return authz
+
+
+# --- Finalize and issuance ------------------------------------------------------------------------
+
+def finalize(order: AcmeOrder, payload: dict[str, Any]) -> AcmeOrder:
+    """RFC 8555 §7.4: check the CSR and move a ready order to processing. The caller dispatches issuance."""
+    refresh_order(order)
+    if order.status != AcmeOrder.STATUS_READY:
+        raise problems.order_not_ready(
+            f"The order is {order.status}; it can be finalized only when it is ready"
+            + (" (all its authorizations valid)." if order.status == AcmeOrder.STATUS_PENDING else ".")
+        )
+    csr = policy.load_csr(jose.b64decode(payload.get("csr"), "csr"))
+    identifiers = [Identifier(i["type"], i["value"]) for i in order.identifiers]
+    policy.check_csr(csr, identifiers, _account_jwk(order.account))
+    now = timezone.now()
+    updated = AcmeOrder.objects.filter(pk=order.pk, status=AcmeOrder.STATUS_READY).update(
+        status=AcmeOrder.STATUS_PROCESSING, processing_since=now,
+        csr=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+    )
+    if not updated:  # another finalize won the race
+        order.refresh_from_db()
+        raise problems.order_not_ready(f"The order is {order.status}; it is being finalized already.")
+    order.status, order.processing_since = AcmeOrder.STATUS_PROCESSING, now
+    return order
+
+
+def _account_jwk(account: AcmeAccount) -> dict[str, Any]:
+    return json.loads(account.jwk)
+
+
+def claim(model: type[AcmeOrder] | type[AcmeChallenge], pk: int, lease: timedelta) -> bool:
+    """Take a processing order or challenge for work. Only one worker holds it until the lease ends;
+    a worker that dies loses it then, and the sweeper hands it to another."""
+    now = timezone.now()
+    processing = AcmeOrder.STATUS_PROCESSING if model is AcmeOrder else Chall.STATUS_PROCESSING
+    return bool(
+        model.objects.filter(pk=pk, status=processing)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_until=now + lease)
+    )
+
+
+def stale_work(model: type[AcmeOrder] | type[AcmeChallenge], grace: timedelta) -> list[int]:
+    """Processing rows whose wake-up was lost (never claimed within ``grace``) or whose lease ran out."""
+    now = timezone.now()
+    processing = AcmeOrder.STATUS_PROCESSING if model is AcmeOrder else Chall.STATUS_PROCESSING
+    return list(
+        model.objects.filter(status=processing)
+        .filter(Q(lease_until__isnull=True, processing_since__lt=now - grace) | Q(lease_until__lt=now))
+        .values_list("pk", flat=True)[:100]
+    )
+
+
+def issue(order_id: int) -> AcmeOrder | None:
+    """Sign the certificate of a processing order, once; a failure marks the order invalid."""
+    order = AcmeOrder.objects.select_related("account__ca").filter(pk=order_id).first()
+    if order is None or order.status != AcmeOrder.STATUS_PROCESSING:
+        return order
+    ca = order.account.ca
+    csr = x509.load_pem_x509_csr(order.csr.encode("ascii"))
+    names = [_as_general_name(Identifier(i["type"], i["value"])) for i in order.identifiers]
+    san = x509.SubjectAlternativeName(names)
+    subject = csr.subject if len(csr.subject) else None
+    try:
+        with transaction.atomic():
+            locked = AcmeOrder.objects.select_for_update().filter(pk=order.pk, status=AcmeOrder.STATUS_PROCESSING)
+            if not locked.exists():
+                return order
+            cert = Certificate.objects.create_cert(
+                ca, None, csr, subject=subject if subject is not None else x509.Name([]),
+                profile=ca.acme_profile, not_before=order.not_before, not_after=order.not_after,
+                extensions=[san],
+            )
+            AcmeOrder.objects.filter(pk=order.pk).update(
+                status=AcmeOrder.STATUS_VALID, certificate=cert, processing_since=None, lease_until=None
+            )
+    except (PkiError, ValueError) as ex:
+        log.warning("Order %s: issuance failed: %s", order.slug, ex)
+        _fail(order, problems.problem_json("badCSR" if isinstance(ex, SigningPolicyError) else "serverInternal",
+                                           f"The certificate could not be issued: {ex}",
+                                           400 if isinstance(ex, SigningPolicyError) else 500))
+    except Exception:
+        log.exception("Order %s: issuance failed", order.slug)
+        _fail(order, problems.problem_json("serverInternal", "The certificate could not be issued.", 500))
+    order.refresh_from_db()
+    return order
+
+
+def _fail(order: AcmeOrder, error: dict[str, Any]) -> None:
+    AcmeOrder.objects.filter(pk=order.pk, status=AcmeOrder.STATUS_PROCESSING).update(
+        status=AcmeOrder.STATUS_INVALID, error=error, processing_since=None, lease_until=None
+    )

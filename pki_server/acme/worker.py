@@ -1,0 +1,175 @@
+"""The ACME worker: validations and issuance, off the request path.
+
+Web processes send a wake-up message on the channel layer (channels: in memory when embedded,
+Redis when scaled) naming a challenge or an order. Any worker may receive it; it claims the row
+with a lease (orders.claim), does the work, and records the outcome. A message is only a wake-up:
+the sweeper finds processing rows that nobody claimed in time, or whose worker died with the lease,
+and sends them again — so a lost message or a killed worker never loses an order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections
+
+from pki_server.acme import jose, nonces, orders, problems
+from pki_server.acme.challenges import VALIDATORS
+from pki_server.acme.models import AcmeChallenge, AcmeOrder
+from pki_server.acme.validation.base import ValidationConfig, ValidationError
+
+log = logging.getLogger("pki_server.acme.worker")
+
+CHANNEL = "pki-acme-worker"
+ISSUE_LEASE = timedelta(seconds=60)
+DISPATCH_GRACE = timedelta(seconds=15)  # a message not picked up by then is sent again
+SWEEP_INTERVAL = 5.0  # seconds
+MAX_CONCURRENT = 64  # validations and issuances one worker runs at once
+
+
+async def dispatch(kind: str, pk: int) -> None:
+    """Wake a worker; losing this message only delays the work until the sweeper's next round."""
+    try:
+        await get_channel_layer().send(CHANNEL, {"type": f"acme.{kind}", "id": pk})
+    except ChannelFull:
+        log.warning("The worker channel is full; the sweeper will dispatch %s %s.", kind, pk)
+    except Exception:
+        log.exception("Could not dispatch %s %s; the sweeper will.", kind, pk)
+
+
+def validation_config() -> ValidationConfig:
+    return ValidationConfig(
+        http01_port=settings.PKI_ACME_HTTP01_PORT,
+        tlsalpn01_port=settings.PKI_ACME_TLSALPN01_PORT,
+        resolvers=settings.PKI_ACME_DNS_RESOLVERS,
+        deny_networks=settings.PKI_ACME_VALIDATION_DENY_NETWORKS,
+        allow_networks=settings.PKI_ACME_VALIDATION_ALLOW_NETWORKS,
+    )
+
+
+def _db(function: Any) -> Any:
+    """Run ORM work in a thread, with Django's connection hygiene around it."""
+
+    def wrapped(*args: Any) -> Any:
+        close_old_connections()
+        try:
+            return function(*args)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(wrapped, thread_sensitive=True)
+
+
+def _claim_challenge(challenge_id: int, lease: timedelta) -> tuple[str, str, str, str] | None:
+    if not orders.claim(AcmeChallenge, challenge_id, lease):
+        return None
+    challenge = AcmeChallenge.objects.select_related("authorization__account").get(pk=challenge_id)
+    authz = challenge.authorization
+    key_authorization = jose.key_authorization(challenge.token, json.loads(authz.account.jwk))
+    return challenge.type, authz.identifier, challenge.token, key_authorization
+
+
+async def validate(challenge_id: int, config: ValidationConfig) -> None:
+    lease = timedelta(seconds=config.total_timeout * 2 + 30)
+    claimed = await _db(_claim_challenge)(challenge_id, lease)
+    if claimed is None:
+        return
+    kind, identifier, token, key_authorization = claimed
+    validator = VALIDATORS.get(kind)
+    records: list[dict[str, Any]] = []
+    error = None
+    try:
+        if validator is None:
+            raise ValidationError("serverInternal", f"This server cannot validate {kind} challenges.")
+        result = await asyncio.wait_for(validator(identifier, token, key_authorization, config),
+                                        timeout=config.total_timeout + 5)
+        records = [record.to_json() for record in result]
+    except ValidationError as ex:
+        records = [record.to_json() for record in ex.records]
+        error = problems.problem_json(ex.problem_type, ex.detail, 400)
+    except TimeoutError:
+        error = problems.problem_json("connection", f"The {kind} validation of {identifier} timed out.", 400)
+    except Exception:
+        log.exception("Validation of challenge %s failed unexpectedly", challenge_id)
+        error = problems.problem_json("serverInternal", "The validation failed on the server's side.", 500)
+    stored = await _db(orders.finish_validation)(challenge_id, error is None, records or None, error)
+    if stored:
+        log.info("%s %s for %s: %s", kind, "valid" if error is None else "invalid", identifier,
+                 error["detail"] if error else "ok")
+
+
+def _claim_and_issue(order_id: int) -> None:
+    if orders.claim(AcmeOrder, order_id, ISSUE_LEASE):
+        orders.issue(order_id)
+
+
+def _sweep() -> list[tuple[str, int]]:
+    work = [("validate", pk) for pk in orders.stale_work(AcmeChallenge, DISPATCH_GRACE)]
+    work += [("issue", pk) for pk in orders.stale_work(AcmeOrder, DISPATCH_GRACE)]
+    if not settings.PKI_REDIS_URL:
+        nonces.prune_database()
+    return work
+
+
+class Worker:
+    """Receives wake-ups and runs each as a task, at most MAX_CONCURRENT at once."""
+
+    def __init__(self, *, sweep: bool = True) -> None:
+        self.sweep = sweep
+        self.config = validation_config()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.slots = asyncio.Semaphore(MAX_CONCURRENT)
+
+    async def run(self) -> None:
+        layer = get_channel_layer()
+        sweeper = asyncio.create_task(self.sweeper()) if self.sweep else None
+        log.info("ACME worker listening on %s.", CHANNEL)
+        try:
+            while True:
+                message = await layer.receive(CHANNEL)
+                await self.slots.acquire()
+                task = asyncio.create_task(self.handle(message))
+                self.tasks.add(task)
+                task.add_done_callback(self._done)
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+            for task in list(self.tasks):
+                task.cancel()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.slots.release()
+
+    async def handle(self, message: dict[str, Any]) -> None:
+        kind, pk = message.get("type"), message.get("id")
+        if not isinstance(pk, int):
+            log.warning("Ignoring a malformed worker message: %r", message)
+            return
+        try:
+            if kind == "acme.validate":
+                await validate(pk, self.config)
+            elif kind == "acme.issue":
+                await _db(_claim_and_issue)(pk)
+            else:
+                log.warning("Ignoring a worker message of unknown type %r", kind)
+        except Exception:
+            log.exception("Worker message %r failed; the sweeper will retry it.", message)
+
+    async def sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                for kind, pk in await _db(_sweep)():
+                    log.info("Re-dispatching %s %s.", kind, pk)
+                    await dispatch(kind, pk)
+            except Exception:
+                log.exception("The sweeper failed; it tries again in %s s.", SWEEP_INTERVAL)
