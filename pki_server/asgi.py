@@ -11,7 +11,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pki_server.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -25,5 +25,5 @@ from pki_server.acme.routing import urlpatterns as acme_urlpatterns  # noqa: E40
 django_application = ASGIStaticFilesHandler(get_asgi_application())
 
 application = ProtocolTypeRouter({
-    "http": URLRouter([*acme_urlpatterns, re_path(r"", django_application)]),
+    "http": URLRouter([*acme_urlpatterns, re_path(r"", django_application)]),  # type: ignore[arg-type]
 })

@@ -19,6 +19,7 @@ def by_kid(ca: CertificateAuthority, kid: str, urls: AcmeUrls) -> AcmeAccount:
     account = AcmeAccount.objects.filter(slug=slug, ca=ca).first() if slug else None
     if account is None:
         raise problems.account_does_not_exist(f"No account at {kid}: create one with newAccount first.")
+    account.ca = ca  # already loaded: saves a query wherever the account's CA is used
     if account.status != AcmeAccount.STATUS_VALID:
         raise problems.unauthorized(f"The account is {account.status}; it can no longer make requests.")
     return account

@@ -237,13 +237,13 @@ def jwk_from_key(key: PublicKey) -> dict[str, str]:
         numbers = key.public_numbers()
         return {"kty": "RSA", "n": b64encode(_to_bytes(numbers.n)), "e": b64encode(_to_bytes(numbers.e))}
     if isinstance(key, ec.EllipticCurvePublicKey):
-        numbers = key.public_numbers()
+        point = key.public_numbers()
         crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}.get(key.curve.name)
         if crv is None:
             raise ValueError(f"unsupported curve {key.curve.name}")
         size = (key.curve.key_size + 7) // 8
-        return {"kty": "EC", "crv": crv, "x": b64encode(numbers.x.to_bytes(size, "big")),
-                "y": b64encode(numbers.y.to_bytes(size, "big"))}
+        return {"kty": "EC", "crv": crv, "x": b64encode(point.x.to_bytes(size, "big")),
+                "y": b64encode(point.y.to_bytes(size, "big"))}
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     crv = "Ed25519" if isinstance(key, ed25519.Ed25519PublicKey) else "Ed448"

@@ -127,3 +127,6 @@ class AcmeNonce(models.Model):
 
     class Meta:
         verbose_name = "spent ACME nonce"
+
+    def __str__(self) -> str:
+        return self.nonce

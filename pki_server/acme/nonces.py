@@ -7,8 +7,6 @@ when ``PKI_REDIS_URL`` is set, otherwise an insert into a table with a unique ke
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import os
@@ -22,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from pki_server.acme import problems
-from pki_server.acme.jose import b64encode
+from pki_server.acme.jose import b64decode, b64encode
 
 LIFETIME = 3600  # seconds a nonce is good for
 _STRUCT = struct.Struct(">Q8s")
@@ -40,11 +38,11 @@ def make() -> str:
 
 
 def check(nonce: str) -> int:
-    """Seconds the nonce stays good for; raises badNonce if it was not made here or is too old."""
-    try:
-        raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
-    except (binascii.Error, ValueError):
-        raw = b""
+    """Seconds the nonce stays good for; raises badNonce if it was not made here or is too old.
+
+    RFC 8555 §6.5.2: a nonce that is not unpadded base64url at all is malformed, not badNonce.
+    """
+    raw = b64decode(nonce, "The nonce")
     if len(raw) != 32:
         raise problems.bad_nonce("The nonce was not issued by this server.")
     body, mac = raw[:16], raw[16:]
@@ -61,9 +59,16 @@ def redeem_in_database(nonce: str, remaining: int) -> None:
     """Spend a nonce in the database: the primary key makes a second use fail."""
     from pki_server.acme.models import AcmeNonce
 
+    expires = timezone.now() + timedelta(seconds=remaining + 60)
+    # In autocommit mode the INSERT is a transaction of its own (one statement, not three); inside
+    # an atomic block a savepoint keeps a duplicate from breaking the outer transaction.
+    in_atomic = transaction.get_connection().in_atomic_block
     try:
-        with transaction.atomic():
-            AcmeNonce.objects.create(nonce=nonce, expires=timezone.now() + timedelta(seconds=remaining + 60))
+        if in_atomic:
+            with transaction.atomic():
+                AcmeNonce.objects.create(nonce=nonce, expires=expires)
+        else:
+            AcmeNonce.objects.create(nonce=nonce, expires=expires)
     except IntegrityError:
         raise problems.bad_nonce("The nonce has been used already; use the one from the last response.") from None
 

@@ -15,7 +15,6 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -67,7 +66,7 @@ def _as_general_name(identifier: Identifier) -> x509.GeneralName:
     return x509.DNSName(identifier.value)
 
 
-def new_order(account: AcmeAccount, payload: dict[str, Any]) -> AcmeOrder:
+def new_order(account: AcmeAccount, payload: dict[str, Any]) -> tuple[AcmeOrder, list[AcmeAuthorization]]:
     ca: CertificateAuthority = account.ca
     identifiers = policy.parse_identifiers(payload.get("identifiers"))
     for identifier in identifiers:
@@ -105,8 +104,10 @@ def new_order(account: AcmeAccount, payload: dict[str, Any]) -> AcmeOrder:
             account=account, status=status, identifiers=[i.to_json() for i in identifiers], expires=expires,
             not_before=not_before, not_after=not_after,
         )
-        order.authorizations.set(authorizations)
-    return order
+        AcmeOrder.authorizations.through.objects.bulk_create(
+            [AcmeOrder.authorizations.through(acmeorder=order, acmeauthorization=authz) for authz in authorizations]
+        )
+    return order, sorted(authorizations, key=lambda authz: authz.pk)
 
 
 def _authorization_for(account: AcmeAccount, identifier: Identifier, now: datetime) -> AcmeAuthorization:
@@ -140,12 +141,15 @@ def refresh_authorization(authz: AcmeAuthorization, now: datetime | None = None)
     return authz
 
 
-def refresh_order(order: AcmeOrder, authorizations: list[AcmeAuthorization] | None = None) -> AcmeOrder:
-    """Apply RFC 8555 §7.1.6 to a pending or ready order: expiry and its authorizations' states."""
+def refresh_order(order: AcmeOrder) -> list[AcmeAuthorization] | None:
+    """Apply RFC 8555 §7.1.6 to a pending or ready order: expiry and its authorizations' states.
+
+    Returns the authorizations it loaded (ordered by id), or None when the order's state is final.
+    """
     if order.status not in (AcmeOrder.STATUS_PENDING, AcmeOrder.STATUS_READY):
-        return order  # processing, valid and invalid orders do not expire into another state
+        return None  # processing, valid and invalid orders do not expire into another state
     now = timezone.now()
-    authzs = authorizations if authorizations is not None else list(order.authorizations.all())
+    authzs = list(order.authorizations.order_by("pk"))
     for authz in authzs:
         refresh_authorization(authz, now)
     if order.expires <= now:
@@ -163,7 +167,7 @@ def refresh_order(order: AcmeOrder, authorizations: list[AcmeAuthorization] | No
     if new_status != order.status:
         AcmeOrder.objects.filter(pk=order.pk, status=order.status).update(status=new_status, error=error)
         order.status, order.error = new_status, error
-    return order
+    return authzs
 
 
 # --- Challenges and validation ----------------------------------------------------------------------
@@ -226,9 +230,9 @@ def deactivate_authorization(authz: AcmeAuthorization) -> AcmeAuthorization:
 
 # --- Finalize and issuance ------------------------------------------------------------------------
 
-def finalize(order: AcmeOrder, payload: dict[str, Any]) -> AcmeOrder:
+def finalize(order: AcmeOrder, payload: dict[str, Any]) -> tuple[AcmeOrder, list[AcmeAuthorization] | None]:
     """RFC 8555 §7.4: check the CSR and move a ready order to processing. The caller dispatches issuance."""
-    refresh_order(order)
+    authorizations = refresh_order(order)
     if order.status != AcmeOrder.STATUS_READY:
         raise problems.order_not_ready(
             f"The order is {order.status}; it can be finalized only when it is ready"
@@ -246,7 +250,7 @@ def finalize(order: AcmeOrder, payload: dict[str, Any]) -> AcmeOrder:
         order.refresh_from_db()
         raise problems.order_not_ready(f"The order is {order.status}; it is being finalized already.")
     order.status, order.processing_since = AcmeOrder.STATUS_PROCESSING, now
-    return order
+    return order, authorizations
 
 
 def _account_jwk(account: AcmeAccount) -> dict[str, Any]:

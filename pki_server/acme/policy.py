@@ -119,19 +119,25 @@ def load_csr(der: bytes) -> x509.CertificateSigningRequest:
 
 def check_csr(csr: x509.CertificateSigningRequest, identifiers: list[Identifier], account_jwk: dict[str, Any]) -> None:
     """RFC 8555 §7.4: a valid signature, an allowed key that is not the account's, exactly the order's names."""
+    # The hash first: cryptography does not verify SHA-1/MD5 signatures, and the client should hear why.
+    try:
+        algorithm = csr.signature_hash_algorithm
+    except Exception:
+        algorithm = None
+    if isinstance(algorithm, hashes.SHA1 | hashes.MD5):
+        raise problems.bad_csr(f"The CSR is signed with {algorithm.name.upper()}; use SHA-256 or better.")
     try:
         valid = csr.is_signature_valid
-    except Exception:  # noqa: BLE001 - an unsupported algorithm or key
+    except Exception:
         valid = False
     if not valid:
         raise problems.bad_csr("The CSR's signature is not valid.")
-    algorithm = csr.signature_hash_algorithm
-    if isinstance(algorithm, hashes.SHA1 | hashes.MD5):
-        raise problems.bad_csr(f"The CSR is signed with {algorithm.name.upper()}; use SHA-256 or better.")
     key = csr.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < MIN_CSR_RSA_BITS:
-            raise problems.bad_csr(f"The CSR's RSA key has {key.key_size} bits; at least {MIN_CSR_RSA_BITS} are needed.")
+            raise problems.bad_csr(
+                f"The CSR's RSA key has {key.key_size} bits; at least {MIN_CSR_RSA_BITS} are needed."
+            )
     elif isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.name not in CSR_CURVES:
             raise problems.bad_csr(f"The CSR's key uses the curve {key.curve.name}; use P-256 or P-384.")

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from typing import Any
+
+from django.urls import URLPattern
+from django.urls import path as django_path
 
 from pki_server.acme.handlers.account import AccountHandler, AccountOrdersHandler, KeyChangeHandler, NewAccountHandler
 from pki_server.acme.handlers.authorization import AuthorizationHandler, ChallengeHandler
 from pki_server.acme.handlers.certificate import CertificateHandler, RevokeCertHandler
 from pki_server.acme.handlers.directory import DirectoryHandler, NewNonceHandler
 from pki_server.acme.handlers.order import FinalizeHandler, NewOrderHandler, OrderHandler
+
+
+def path(route: str, app: Any) -> URLPattern:
+    """django.urls.path for an ASGI app (URLRouter takes either; django-stubs knows only views)."""
+    return django_path(route, app)
+
 
 urlpatterns = [
     path("acme/directory", DirectoryHandler.as_asgi()),

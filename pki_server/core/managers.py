@@ -135,7 +135,7 @@ def _builder(
 class CertificateAuthorityManager(models.Manager["CertificateAuthority"]):
     def default_acme(self) -> CertificateAuthority | None:
         """The CA that ``/acme/directory`` serves, if exactly one CA has ACME on."""
-        cas = list(self.filter(acme_enabled=True, enabled=True)[:2])
+        cas = list(self.filter(acme_enabled=True, enabled=True).select_related("parent")[:2])
         return cas[0] if len(cas) == 1 else None
 
     def init(
@@ -290,8 +290,8 @@ class CertificateManager(models.Manager["Certificate"]):
             raise SigningPolicyError("create_cert signs end-entity certificates; use init() to create a CA.")
 
         # Subject alternative names: the given ones plus the common name, if it names a host.
-        san_ext = next((e for e in merged if isinstance(e.value, x509.SubjectAlternativeName)), None)
-        names: list[x509.GeneralName] = list(san_ext.value) if san_ext else []  # type: ignore[arg-type]
+        san_value = next((e.value for e in merged if isinstance(e.value, x509.SubjectAlternativeName)), None)
+        names: list[x509.GeneralName] = list(san_value) if san_value is not None else []
         cn = utils.common_name(subject_name)
         cn_name = ext.general_name_for_common_name(cn) if cn else None
         if cn_name is not None and cn_name not in names:

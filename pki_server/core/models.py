@@ -119,7 +119,7 @@ class X509CertMixin(models.Model):
         now = timezone.now()
         with transaction.atomic():
             # One conditional UPDATE, so two concurrent revocations cannot both succeed.
-            updated = type(self).objects.filter(pk=self.pk, revoked=False).update(
+            updated = type(self)._default_manager.filter(pk=self.pk, revoked=False).update(
                 revoked=True, revoked_date=now, revoked_reason=parsed.name, compromised=compromised
             )
         if not updated:

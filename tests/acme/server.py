@@ -44,7 +44,7 @@ class Http01Responder:
         tokens, requests = self.tokens, self.requests
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:
                 requests.append(self.path)
                 token = self.path.rpartition("/")[2]
                 body = tokens.get(token)
@@ -168,7 +168,7 @@ class PkiServer:
             return connection.execute(sql, params).fetchall()
 
     def count(self, table: str) -> int:
-        return int(self.query(f"SELECT COUNT(*) FROM {table}")[0][0])  # noqa: S608 - test-only, fixed names
+        return int(self.query(f"SELECT COUNT(*) FROM {table}")[0][0])
 
 
 @contextlib.contextmanager

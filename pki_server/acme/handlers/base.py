@@ -241,7 +241,7 @@ def acme_ca(name: str | None) -> CertificateAuthority:
     if name is None:
         default = getattr(settings, "PKI_ACME_DEFAULT_CA", "")
         if default:
-            ca = CertificateAuthority.objects.filter(name=default).first()
+            ca = CertificateAuthority.objects.filter(name=default).select_related("parent").first()
         else:
             ca = CertificateAuthority.objects.default_acme()
         if ca is None:

@@ -37,6 +37,8 @@ class CertificateHandler(AcmeHandler):
             raise problems.not_found("There is no such certificate.")
         if order.account_id != account.pk:
             raise problems.unauthorized("This certificate belongs to another account.")
+        if order.certificate.ca_id == request.ca.pk:
+            order.certificate.ca = request.ca  # loaded with its parent already
         return Response(body=order.certificate.bundle_pem.encode("ascii"),
                         content_type="application/pem-certificate-chain")
 
@@ -89,8 +91,9 @@ class RevokeCertHandler(AcmeHandler):
         for name in names:
             if isinstance(name, x509.DNSName):
                 value, kind = name.value.removeprefix("*."), "dns"
-            elif isinstance(name, x509.IPAddress):
-                value, kind = ipaddress.ip_address(name.value).compressed, "ip"
+            elif isinstance(name, x509.IPAddress) and isinstance(name.value, ipaddress.IPv4Address
+                                                                   | ipaddress.IPv6Address):
+                value, kind = name.value.compressed, "ip"
             else:
                 return False
             if not valid.filter(identifier_type=kind, identifier=value).exists():

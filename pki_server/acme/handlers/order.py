@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pki_server.acme import orders, problems
 from pki_server.acme.handlers.base import AcmeHandler, Request, Response
-from pki_server.acme.models import AcmeOrder
+from pki_server.acme.models import AcmeAuthorization, AcmeOrder
 from pki_server.acme.resources import order_json
 
 RETRY_AFTER = "1"  # seconds a client should wait before polling a processing order again
@@ -21,8 +21,12 @@ def load_order(request: Request) -> AcmeOrder:
     return order
 
 
-def render(request: Request, order: AcmeOrder, status: int = 200) -> Response:
-    slugs = list(order.authorizations.order_by("pk").values_list("slug", flat=True))
+def render(request: Request, order: AcmeOrder, authorizations: list[AcmeAuthorization] | None,
+           status: int = 200) -> Response:
+    if authorizations is not None:
+        slugs = [authz.slug for authz in authorizations]
+    else:
+        slugs = list(order.authorizations.order_by("pk").values_list("slug", flat=True))
     headers = {"Location": request.urls.order(order.slug)}
     if order.status == AcmeOrder.STATUS_PROCESSING:
         headers["Retry-After"] = RETRY_AFTER
@@ -31,20 +35,19 @@ def render(request: Request, order: AcmeOrder, status: int = 200) -> Response:
 
 class NewOrderHandler(AcmeHandler):
     def post(self, request: Request) -> Response:
-        order = orders.new_order(request.require_account(), request.payload())
-        return render(request, order, status=201)
+        order, authorizations = orders.new_order(request.require_account(), request.payload())
+        return render(request, order, authorizations, status=201)
 
 
 class OrderHandler(AcmeHandler):
     def post(self, request: Request) -> Response:
         order = load_order(request)
-        orders.refresh_order(order)
-        return render(request, order)
+        return render(request, order, orders.refresh_order(order))
 
 
 class FinalizeHandler(AcmeHandler):
     def post(self, request: Request) -> Response:
-        order = orders.finalize(load_order(request), request.payload())
-        response = render(request, order)
+        order, authorizations = orders.finalize(load_order(request), request.payload())
+        response = render(request, order, authorizations)
         response.dispatch.append(("issue", order.pk))
         return response

@@ -30,7 +30,7 @@ class KeyBackendHandler:
             return self._backends[alias]
         except KeyError:
             pass
-        config: dict[str, Any] | None = settings.PKI_KEY_BACKENDS.get(alias)
+        config: dict[str, Any] | None = settings.PKI_KEY_BACKENDS.get(alias)  # type: ignore[assignment]
         if config is None:
             raise KeyError(f"{alias!r} is not a key backend; configured: {', '.join(self.aliases)}.")
         try:

@@ -139,14 +139,14 @@ class KeyBackend(abc.ABC):
         self, ca: CertificateAuthority, options: UsePrivateKeyOptions, builder: x509.CertificateBuilder
     ) -> x509.Certificate:
         key = self.load_private_key(ca, options)
-        return builder.sign(key, utils.signature_hash_for(key))
+        return builder.sign(key, utils.signature_hash_for(key))  # type: ignore[arg-type]
 
     def sign_certificate_revocation_list(
         self, ca: CertificateAuthority, options: UsePrivateKeyOptions,
         builder: x509.CertificateRevocationListBuilder,
     ) -> x509.CertificateRevocationList:
         key = self.load_private_key(ca, options)
-        return builder.sign(key, utils.signature_hash_for(key))
+        return builder.sign(key, utils.signature_hash_for(key))  # type: ignore[arg-type]
 
 
 def load_pem_private_key(data: bytes, password: bytes | None, what: str) -> utils.PrivateKey:

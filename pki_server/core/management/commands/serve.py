@@ -1,63 +1,236 @@
-"""``pki-server serve``: the ASGI application under uvicorn, on PKI_HOST:PKI_PORT by default."""
+"""``pki-server serve``: the ASGI application under uvicorn, on PKI_HOST:PKI_PORT by default.
+
+With ``--tls`` it also serves HTTPS on ``--tls-port``, with a certificate that it issues from its
+own CA and renews (pki_server/tls.py), or with an operator's pair (``--tls-cert``/``--tls-key``).
+Plain HTTP keeps running on ``--port``, for a TLS-terminating proxy in front. Both listeners are
+uvicorn servers in one event loop sharing one application, next to the in-process ACME worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 
+from pki_server.core.exceptions import PkiError
+
 
 class Command(BaseCommand):
-    help = "Serve pki-server (admin, published CA resources) with uvicorn."
+    help = "Serve pki-server (ACME, admin, published CA resources) with uvicorn, over HTTP and optionally HTTPS."
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=settings.PKI_HOST, help="Address to listen on (default: PKI_HOST).")
-        parser.add_argument("--port", type=int, default=settings.PKI_PORT, help="Port (default: PKI_PORT).")
+        parser.add_argument("--port", type=int, default=settings.PKI_PORT, help="HTTP port (default: PKI_PORT).")
         parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
         parser.add_argument("--no-worker", action="store_true",
                             help="Do not run the ACME worker in this process (run `pki-server worker` instead).")
+        parser.add_argument("--forwarded-allow-ips", metavar="IPS",
+                            help="Proxies whose X-Forwarded-Proto/-For headers are trusted, comma-separated "
+                                 "(default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1; * trusts everyone).")
+        tls = parser.add_argument_group("HTTPS")
+        tls.add_argument("--tls", action="store_true",
+                         help="Also serve HTTPS on --tls-port, with a certificate issued by the server's own CA.")
+        tls.add_argument("--tls-port", type=int, default=8443, help="HTTPS port (default: 8443).")
+        tls.add_argument("--tls-ca", metavar="NAME",
+                         help="CA that issues the server's certificate (default: the ACME CA of /acme/directory).")
+        tls.add_argument("--tls-name", action="append", default=[], metavar="NAME",
+                         help="Another host name or IP address for the certificate (repeatable); "
+                              "it is also added to the allowed hosts.")
+        tls.add_argument("--tls-lifetime", default="90d", metavar="DURATION",
+                         help="Lifetime of the certificate: 90d (default), 12h, 30m, 45s. "
+                              "It is renewed when a third of it is left.")
+        tls.add_argument("--tls-check-interval", type=float, default=3600.0, metavar="SECONDS",
+                         help="How often to check whether the certificate is due for renewal (default: 3600).")
+        tls.add_argument("--tls-cert", metavar="FILE",
+                         help="Serve this certificate (PEM, with its chain) instead; implies --tls. "
+                              "Reloaded when the file changes.")
+        tls.add_argument("--tls-key", metavar="FILE", help="The private key of --tls-cert (PEM, no password).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        import uvicorn
+        try:
+            self.run(options)
+        except PkiError as ex:  # the TLS set-up's errors are meant for a person
+            raise CommandError(str(ex)) from None
 
+    def run(self, options: dict[str, Any]) -> None:
+        from pki_server import tls
+
+        host, port = options["host"], options["port"]
+        use_tls = options["tls"] or bool(options["tls_cert"] or options["tls_key"])
+        tls_port = options["tls_port"]
+        for value, name in ((port, "--port"), (tls_port, "--tls-port")):
+            if not 0 < value < 65536:
+                raise CommandError(f"{name} {value} is not a TCP port.")
+        if use_tls and tls_port == port:
+            raise CommandError(f"--tls-port {tls_port} is the HTTP port too: give them different ports.")
+        if bool(options["tls_cert"]) != bool(options["tls_key"]):
+            raise CommandError("Give --tls-cert and --tls-key together.")
+        if options["tls_check_interval"] <= 0:
+            raise CommandError("--tls-check-interval takes a number of seconds greater than 0.")
         self.check_database()
-        if not 0 < options["port"] < 65536:
-            raise CommandError(f"--port {options['port']} is not a TCP port.")
-        config = uvicorn.Config(
-            "pki_server.asgi:application",
-            host=options["host"],
-            port=options["port"],
+
+        # Everything is checked before anything is written: the CA, the names, the ports.
+        source: tls.ServerCertificate | tls.OperatorPair | None = None
+        if options["tls_cert"]:
+            source = tls.OperatorPair(Path(options["tls_cert"]), Path(options["tls_key"]))
+        elif use_tls:
+            lifetime = tls.parse_lifetime(options["tls_lifetime"])
+            names = tls.server_names(settings.PKI_BASE_URL, host, options["tls_name"])
+            source = tls.ServerCertificate(tls.resolve_ca(options["tls_ca"]), names, lifetime=lifetime)
+        with contextlib.ExitStack() as sockets:
+            http_socket = sockets.enter_context(self.bind(host, port, "--port"))
+            tls_socket = sockets.enter_context(self.bind(host, tls_port, "--tls-port")) if use_tls else None
+
+            context: ssl.SSLContext | None = None
+            https_url = ""
+            if source is not None:
+                context = tls.server_context()
+                if isinstance(source, tls.ServerCertificate):
+                    row, renewed = source.ensure()
+                    source.load_into(context)
+                    self.allow_hosts(options["tls_name"])
+                    described = (f"certificate {row.serial} from CA {source.ca.name} for {row.sans.replace(',', ', ')}"
+                                 f", {'issued now' if renewed else 'reused'}, valid until "
+                                 f"{row.not_after:%Y-%m-%d %H:%M:%S} UTC, in {source.files.directory}")
+                else:
+                    source.load_into(context)
+                    described = f"certificate {source.describe()}"
+                https_url = self.https_origin(tls_port)
+
+            config = self.config(options, http_socket)
+            servers = [_Server(config)]
+            listeners = [(servers[0], http_socket)]
+            if tls_socket is not None and context is not None:
+                tls_config = self.config(options, tls_socket)
+                tls_config.load()
+                tls_config.ssl = context  # new handshakes use what load_cert_chain loaded last
+                servers.append(_Server(tls_config))
+                listeners.append((servers[1], tls_socket))
+
+            self.stdout.write(f"pki-server on http://{self.address(http_socket)}/ "
+                              f"(public URL {settings.PKI_BASE_URL}/)")
+            if tls_socket is not None:
+                self.stdout.write(f"HTTPS on https://{self.address(tls_socket)}/ ({https_url}/): {described}")
+            self.stdout.write(f"ACME directory: {settings.PKI_BASE_URL}/acme/directory")
+            if https_url:
+                self.stdout.write(f"ACME directory over HTTPS: {https_url}/acme/directory")
+            self.stdout.write(f"Admin: {settings.PKI_BASE_URL}/admin/")
+            self.stdout.flush()
+            renewal = None
+            if source is not None and context is not None:
+                renewal = tls.keep_current(context, source, options["tls_check_interval"])
+            asyncio.run(self.serve(listeners, with_worker=not options["no_worker"], renewal=renewal))
+
+    @staticmethod
+    def config(options: dict[str, Any], sock: socket.socket) -> uvicorn.Config:
+        from pki_server.asgi import application
+
+        host, port = sock.getsockname()[:2]
+        return uvicorn.Config(
+            application,
+            host=host,
+            port=port,
             lifespan="off",
             log_level=options["log_level"],
             proxy_headers=True,
+            forwarded_allow_ips=options["forwarded_allow_ips"],
             server_header=False,
         )
-        self.stdout.write(f"pki-server on http://{options['host']}:{options['port']}/ "
-                          f"(public URL {settings.PKI_BASE_URL}/)")
-        self.stdout.write(f"ACME directory: {settings.PKI_BASE_URL}/acme/directory")
-        self.stdout.write(f"Admin: {settings.PKI_BASE_URL}/admin/")
-        self.stdout.flush()
-        asyncio.run(self.serve(uvicorn.Server(config), with_worker=not options["no_worker"]))
 
     @staticmethod
-    async def serve(server: Any, *, with_worker: bool) -> None:
-        """uvicorn and, unless told otherwise, the ACME worker in the same event loop."""
+    async def serve(listeners: list[tuple[uvicorn.Server, socket.socket]], *, with_worker: bool, renewal: Any = None) -> None:
+        """The uvicorn servers, the ACME worker (unless told otherwise) and the certificate's
+        renewal, in one event loop. SIGINT/SIGTERM stop every server gracefully."""
         from pki_server.acme.worker import Worker
 
-        worker = asyncio.create_task(Worker().run()) if with_worker else None
+        loop = asyncio.get_running_loop()
+        servers = [server for server, _sock in listeners]
+
+        def stop(sig: signal.Signals) -> None:
+            for server in servers:
+                server.handle_exit(sig, None)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop, sig)
+        tasks = []
+        if with_worker:
+            tasks.append(asyncio.create_task(Worker().run()))
+        if renewal is not None:
+            tasks.append(asyncio.create_task(renewal))
         try:
-            await server.serve()
+            # If one listener stops (it failed to start, say), stop the other too.
+            running = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in listeners]
+            done, _pending = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for server in servers:
+                server.should_exit = True
+            await asyncio.gather(*running, return_exceptions=True)
+            for task in done:
+                task.result()
         finally:
-            if worker is not None:
-                worker.cancel()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await worker
+                    await task
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def bind(host: str, port: int, option: str) -> Iterator[socket.socket]:
+        """A listening socket bound now, so that a port in use is one clear error before any work."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family=family)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+        except OSError as ex:
+            sock.close()
+            raise CommandError(f"Cannot listen on {host} port {port} ({option}): {ex.strerror or ex}.") from None
+        try:
+            yield sock
+        finally:
+            sock.close()
+
+    @staticmethod
+    def address(sock: socket.socket) -> str:
+        host, port = sock.getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @staticmethod
+    def https_origin(tls_port: int) -> str:
+        """PKI_BASE_URL's host on the HTTPS port."""
+        host = urlsplit(settings.PKI_BASE_URL).hostname or "localhost"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"https://{host}" if tls_port == 443 else f"https://{host}:{tls_port}"
+
+    @staticmethod
+    def allow_hosts(names: list[str]) -> None:
+        """The certificate's extra names are names this server answers to."""
+        from pki_server.core import extensions as ext
+
+        allowed = settings.ALLOWED_HOSTS
+        if "*" in allowed:
+            return
+        for value in names:
+            name = ext.parse_general_name(value).value
+            host = f"[{name}]" if ":" in str(name) else str(name)
+            if host not in allowed:
+                allowed.append(host)
 
     def check_database(self) -> None:
         connection = connections["default"]
@@ -69,3 +242,12 @@ class Command(BaseCommand):
         if pending:
             raise CommandError("The database is not initialised or not up to date: run `pki-server init` first.")
         connection.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal handlers: with two listeners in one process, each
+    would replace the other's; :meth:`Command.serve` stops them all instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
