@@ -161,8 +161,6 @@ for _name in ("PKI_ACME_VALIDATION_DENY_NETWORKS", "PKI_ACME_VALIDATION_ALLOW_NE
 PKI_ACME_VALIDATION_DENY_NETWORKS: tuple[validation_base.Network, ...]
 PKI_ACME_VALIDATION_ALLOW_NETWORKS: tuple[validation_base.Network, ...]
 
-FORMS_URLFIELD_ASSUME_HTTPS = True
-
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 

@@ -16,6 +16,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
@@ -238,6 +239,8 @@ class CertificateAuthorityForm(forms.ModelForm):  # type: ignore[type-arg]
 @admin.register(CertificateAuthority)
 class CertificateAuthorityAdmin(X509Admin):
     form = CertificateAuthorityForm
+    # URLs typed without a scheme are https:// (Django 6's default; silences its deprecation warning).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ("name", "cn", "serial", "parent", "status_display", "not_after", "enabled",
                     "acme_enabled", "downloads")
     list_select_related = ("parent",)
