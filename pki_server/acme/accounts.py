@@ -54,7 +54,9 @@ def new_account(
 
 def update(account: AcmeAccount, payload: dict[str, Any]) -> AcmeAccount:
     """RFC 8555 §7.3.2 (contact) and §7.3.6 (deactivation); other fields are ignored."""
-    if "status" in payload:
+    # The account's own status is no change: the acme library (certbot's update_account) sends the
+    # whole account object back, "status": "valid" included, to update the contacts.
+    if "status" in payload and payload["status"] != account.status:
         if payload["status"] != AcmeAccount.STATUS_DEACTIVATED:
             raise problems.malformed('The only status a client may set is "deactivated".')
         with transaction.atomic():

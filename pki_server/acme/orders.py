@@ -94,6 +94,9 @@ def new_order(account: AcmeAccount, payload: dict[str, Any]) -> tuple[AcmeOrder,
             raise problems.malformed(f"notAfter is past the CA's own expiry ({ca.not_after:%Y-%m-%d}).")
     if not_before is not None and not_before >= ca.not_after:
         raise problems.malformed("notBefore is past the CA's own expiry.")
+    # §7.4: no certificate with other contents than requested; the core would move it to the CA's start.
+    if not_before is not None and not_before < ca.not_before:
+        raise problems.malformed(f"notBefore is before the CA's own validity ({ca.not_before:%Y-%m-%d %H:%M:%S} UTC).")
 
     with transaction.atomic():
         authorizations = [_authorization_for(account, identifier, now) for identifier in identifiers]

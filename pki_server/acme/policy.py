@@ -44,7 +44,7 @@ def parse_identifier(raw: Any) -> Identifier:
     """One identifier of a newOrder, or a rejectedIdentifier / unsupportedIdentifier problem."""
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str) or not isinstance(raw.get("value"), str):
         raise problems.malformed('Each identifier must be an object with a "type" and a "value".')
-    kind, value = raw["type"], raw["value"].strip()
+    kind, value = raw["type"], raw["value"]
     if kind == "dns":
         name = value.lower()
         if name.endswith("."):

@@ -28,7 +28,7 @@ def is_dns_name(value: str, *, allow_wildcard: bool = True) -> bool:
     if not name or len(name) > 253:
         return False
     labels = name.split(".")
-    return all(_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
+    return all(_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
 
 
 def parse_general_name(value: str) -> x509.GeneralName:

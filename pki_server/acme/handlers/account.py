@@ -43,6 +43,7 @@ class AccountOrdersHandler(AcmeHandler):
 
     def post(self, request: Request) -> Response:
         account = request.require_account()
+        request.require_post_as_get()
         if request.kwargs["slug"] != account.slug:
             raise problems.unauthorized("These are another account's orders.")
         cursor = request.url.partition("?cursor=")[2]

@@ -60,6 +60,12 @@ class Request:
         assert self.jws is not None
         return self.jws.json_payload()
 
+    def require_post_as_get(self) -> None:
+        """Resources that only read take an empty payload (RFC 8555 §6.3)."""
+        assert self.jws is not None
+        if not self.jws.is_post_as_get:
+            raise problems.malformed("This resource is read with POST-as-GET: the payload must be empty.")
+
     def require_account(self) -> AcmeAccount:
         if self.account is None:
             raise problems.malformed("This request must be signed by an account key (kid), not a jwk.")

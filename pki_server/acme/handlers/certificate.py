@@ -32,6 +32,7 @@ REVOCATION_REASONS = {
 class CertificateHandler(AcmeHandler):
     def post(self, request: Request) -> Response:
         account = request.require_account()
+        request.require_post_as_get()
         order = AcmeOrder.objects.filter(slug=request.kwargs["slug"]).select_related("certificate").first()
         if order is None or order.certificate is None:
             raise problems.not_found("There is no such certificate.")

@@ -41,6 +41,7 @@ class NewOrderHandler(AcmeHandler):
 
 class OrderHandler(AcmeHandler):
     def post(self, request: Request) -> Response:
+        request.require_post_as_get()
         order = load_order(request)
         return render(request, order, orders.refresh_order(order))
 
