@@ -76,6 +76,8 @@ class AcmeChallenge(models.Model):
     validated = models.DateTimeField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
     validation_record = models.JSONField(null=True, blank=True)
+    # The account URL the client used when it asked for validation: RFC 8657's CAA accounturi.
+    account_uri = models.CharField(max_length=255, blank=True, editable=False)
     # Work bookkeeping: when the validation was dispatched, and until when a worker holds it. The
     # sweeper re-dispatches work whose message was lost or whose worker died (see worker.py).
     processing_since = models.DateTimeField(null=True, blank=True, db_index=True)

@@ -175,8 +175,11 @@ def refresh_order(order: AcmeOrder) -> list[AcmeAuthorization] | None:
 
 # --- Challenges and validation ----------------------------------------------------------------------
 
-def start_challenge(challenge: AcmeChallenge) -> bool:
-    """A client's ``{}`` to a challenge (RFC 8555 §7.5.1). True when a validation must be dispatched."""
+def start_challenge(challenge: AcmeChallenge, account_uri: str = "") -> bool:
+    """A client's ``{}`` to a challenge (RFC 8555 §7.5.1). True when a validation must be dispatched.
+
+    ``account_uri`` is the account URL the request was signed with, for CAA's accounturi (RFC 8657).
+    """
     authz = refresh_authorization(challenge.authorization)
     if challenge.status != Chall.STATUS_PENDING:
         return False  # processing already, or done: answer with its state
@@ -184,7 +187,7 @@ def start_challenge(challenge: AcmeChallenge) -> bool:
         raise problems.malformed(f"The authorization is {authz.status}; its challenges can no longer be attempted.")
     now = timezone.now()
     updated = Chall.objects.filter(pk=challenge.pk, status=Chall.STATUS_PENDING).update(
-        status=Chall.STATUS_PROCESSING, processing_since=now
+        status=Chall.STATUS_PROCESSING, processing_since=now, account_uri=account_uri
     )
     if updated:
         challenge.status, challenge.processing_since = Chall.STATUS_PROCESSING, now

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +25,8 @@ from django.db import close_old_connections
 from pki_server.acme import jose, nonces, orders, problems
 from pki_server.acme.challenges import VALIDATORS
 from pki_server.acme.models import AcmeChallenge, AcmeOrder
-from pki_server.acme.validation.base import ValidationConfig, ValidationError
+from pki_server.acme.validation.base import ValidationConfig, ValidationError, ValidationRecord
+from pki_server.acme.validation.caa import check_caa
 
 log = logging.getLogger("pki_server.acme.worker")
 
@@ -68,29 +70,54 @@ def _db(function: Any) -> Any:
     return sync_to_async(wrapped, thread_sensitive=True)
 
 
-def _claim_challenge(challenge_id: int, lease: timedelta) -> tuple[str, str, str, str] | None:
+@dataclass(frozen=True)
+class ValidationJob:
+    kind: str
+    identifier: str
+    wildcard: bool
+    token: str
+    key_authorization: str
+    caa_identities: list[str]
+    account_uri: str | None
+
+
+def _claim_challenge(challenge_id: int, lease: timedelta) -> ValidationJob | None:
     if not orders.claim(AcmeChallenge, challenge_id, lease):
         return None
-    challenge = AcmeChallenge.objects.select_related("authorization__account").get(pk=challenge_id)
+    challenge = AcmeChallenge.objects.select_related("authorization__account__ca").get(pk=challenge_id)
     authz = challenge.authorization
-    key_authorization = jose.key_authorization(challenge.token, json.loads(authz.account.jwk))
-    return challenge.type, authz.identifier, challenge.token, key_authorization
+    ca = authz.account.ca
+    return ValidationJob(
+        kind=challenge.type,
+        identifier=authz.identifier,
+        wildcard=authz.wildcard,
+        token=challenge.token,
+        key_authorization=jose.key_authorization(challenge.token, json.loads(authz.account.jwk)),
+        caa_identities=ca.caa_identities,
+        account_uri=challenge.account_uri or None,
+    )
 
 
 async def validate(challenge_id: int, config: ValidationConfig) -> None:
     lease = timedelta(seconds=config.total_timeout * 2 + 30)
-    claimed = await _db(_claim_challenge)(challenge_id, lease)
-    if claimed is None:
+    job = await _db(_claim_challenge)(challenge_id, lease)
+    if job is None:
         return
-    kind, identifier, token, key_authorization = claimed
+    kind, identifier = job.kind, job.identifier
     validator = VALIDATORS.get(kind)
     records: list[dict[str, Any]] = []
     error = None
     try:
         if validator is None:
             raise ValidationError("serverInternal", f"This server cannot validate {kind} challenges.")
-        result = await asyncio.wait_for(validator(identifier, token, key_authorization, config),
-                                        timeout=config.total_timeout + 5)
+
+        async def caa_then_validate() -> list[ValidationRecord]:
+            # RFC 8659: CAA before issuance; checked first, so a refusal fails fast.
+            await check_caa(identifier, wildcard=job.wildcard, identities=job.caa_identities,
+                            account_uri=job.account_uri, method=kind, config=config)
+            return await validator(identifier, job.token, job.key_authorization, config)
+
+        result = await asyncio.wait_for(caa_then_validate(), timeout=2 * config.total_timeout + 5)
         records = [record.to_json() for record in result]
     except ValidationError as ex:
         records = [record.to_json() for record in ex.records]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cached_property
+from urllib.parse import urlsplit
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -179,6 +181,12 @@ class CertificateAuthority(X509CertMixin):
     @property
     def crl_url(self) -> str:
         return ext.crl_url(self)
+
+    @property
+    def caa_identities(self) -> list[str]:
+        """Domain names that CAA records use for this CA: the configured ones, else the host of PKI_BASE_URL."""
+        configured = [name.strip().lower() for name in self.acme_caa_identities.split(",") if name.strip()]
+        return configured or [urlsplit(settings.PKI_BASE_URL).hostname or "localhost"]
 
     @property
     def key_type(self) -> str:

@@ -48,7 +48,7 @@ class ChallengeHandler(AcmeHandler):
         dispatch = []
         if not request.jws.is_post_as_get:
             request.payload()  # must be a JSON object; RFC 8555 §7.5.1 sends {}
-            if orders.start_challenge(challenge):
+            if orders.start_challenge(challenge, request.jws.kid or ""):
                 dispatch.append(("validate", challenge.pk))
         links = [f'<{request.urls.authorization(challenge.authorization.slug)}>;rel="up"']
         headers = {"Retry-After": RETRY_AFTER} if challenge.status == AcmeChallenge.STATUS_PROCESSING else {}

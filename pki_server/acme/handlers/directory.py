@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from django.conf import settings
+
 from pki_server.acme.handlers.base import AcmeHandler, Request, Response
 
 
@@ -12,14 +14,13 @@ class DirectoryHandler(AcmeHandler):
 
     def get(self, request: Request) -> Response:
         urls, ca = request.urls, request.ca
-        meta: dict[str, object] = {"externalAccountRequired": False}
+        meta: dict[str, object] = {
+            "website": ca.acme_website or settings.PKI_BASE_URL,
+            "caaIdentities": ca.caa_identities,
+            "externalAccountRequired": False,
+        }
         if ca.acme_terms_of_service:
             meta["termsOfService"] = ca.acme_terms_of_service
-        if ca.acme_website:
-            meta["website"] = ca.acme_website
-        identities = [name.strip() for name in ca.acme_caa_identities.split(",") if name.strip()]
-        if identities:
-            meta["caaIdentities"] = identities
         return Response(body={
             "newNonce": urls.new_nonce,
             "newAccount": urls.new_account,
