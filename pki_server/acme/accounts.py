@@ -8,7 +8,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from pki_server.acme import jose, policy, problems
-from pki_server.acme.models import AcmeAccount, AcmeAuthorization
+from pki_server.acme.models import AcmeAccount, AcmeAuthorization, one
 from pki_server.acme.urls import AcmeUrls
 from pki_server.core.models import CertificateAuthority
 
@@ -16,7 +16,7 @@ from pki_server.core.models import CertificateAuthority
 def by_kid(ca: CertificateAuthority, kid: str, urls: AcmeUrls) -> AcmeAccount:
     """The account a ``kid`` names; it must exist, belong to this CA's directory and be valid (§6.2, §7.3.6)."""
     slug = urls.account_slug(kid)
-    account = AcmeAccount.objects.filter(slug=slug, ca=ca).first() if slug else None
+    account = one(AcmeAccount.objects.filter(slug=slug, ca=ca)) if slug else None
     if account is None:
         raise problems.account_does_not_exist(f"No account at {kid}: create one with newAccount first.")
     account.ca = ca  # already loaded: saves a query wherever the account's CA is used
@@ -30,7 +30,7 @@ def new_account(
 ) -> tuple[AcmeAccount, bool]:
     """RFC 8555 §7.3, §7.3.1. Returns the account and whether it was created now."""
     thumbprint = jose.thumbprint(jwk)
-    existing = AcmeAccount.objects.filter(ca=ca, thumbprint=thumbprint).first()
+    existing = one(AcmeAccount.objects.filter(ca=ca, thumbprint=thumbprint))
     if existing is not None:
         if existing.status != AcmeAccount.STATUS_VALID:
             raise problems.unauthorized(f"The account of this key is {existing.status}.")
@@ -89,7 +89,7 @@ def change_key(account: AcmeAccount, outer: jose.JWS, urls: AcmeUrls) -> AcmeAcc
     if not isinstance(old_jwk, dict) or jose.canonical_jwk(old_jwk) != account.jwk:
         raise problems.malformed("The key change's oldKey is not the account's current key.")
     thumbprint = jose.thumbprint(new_jwk)
-    other = AcmeAccount.objects.filter(ca=account.ca, thumbprint=thumbprint).first()
+    other = one(AcmeAccount.objects.filter(ca=account.ca, thumbprint=thumbprint))
     if other is not None:
         raise problems.conflict("The new key is already the key of an account.", urls.account(other.slug))
     try:

@@ -22,7 +22,7 @@ from django.utils.dateparse import parse_datetime
 
 from pki_server.acme import jose, policy, problems
 from pki_server.acme.challenges import VALIDATORS
-from pki_server.acme.models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder
+from pki_server.acme.models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder, one
 from pki_server.acme.policy import Identifier
 from pki_server.core.exceptions import PkiError, SigningPolicyError
 from pki_server.core.extensions import check_name_constraints
@@ -288,7 +288,7 @@ def stale_work(model: type[AcmeOrder] | type[AcmeChallenge], grace: timedelta) -
 
 def issue(order_id: int) -> AcmeOrder | None:
     """Sign the certificate of a processing order, once; a failure marks the order invalid."""
-    order = AcmeOrder.objects.select_related("account__ca").filter(pk=order_id).first()
+    order = one(AcmeOrder.objects.select_related("account__ca").filter(pk=order_id))
     if order is None or order.status != AcmeOrder.STATUS_PROCESSING:
         return order
     ca = order.account.ca

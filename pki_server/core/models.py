@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cached_property
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pki_server.acme import orders, problems
 from pki_server.acme.handlers.base import AcmeHandler, Request, Response
-from pki_server.acme.models import AcmeAuthorization, AcmeChallenge
+from pki_server.acme.models import AcmeAuthorization, AcmeChallenge, one
 from pki_server.acme.resources import authorization_json, challenge_json
 
 RETRY_AFTER = "1"
@@ -17,7 +17,7 @@ def _owned(request: Request, account_id: int) -> None:
 
 class AuthorizationHandler(AcmeHandler):
     def post(self, request: Request) -> Response:
-        authz = AcmeAuthorization.objects.filter(slug=request.kwargs["slug"]).first()
+        authz = one(AcmeAuthorization.objects.filter(slug=request.kwargs["slug"]))
         if authz is None:
             raise problems.not_found("There is no such authorization.")
         _owned(request, authz.account_id)
@@ -39,7 +39,7 @@ class AuthorizationHandler(AcmeHandler):
 class ChallengeHandler(AcmeHandler):
     def post(self, request: Request) -> Response:
         challenge = (
-            AcmeChallenge.objects.select_related("authorization").filter(slug=request.kwargs["slug"]).first()
+            one(AcmeChallenge.objects.select_related("authorization").filter(slug=request.kwargs["slug"]))
         )
         if challenge is None:
             raise problems.not_found("There is no such challenge.")

@@ -21,7 +21,7 @@ from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 
 from pki_server.acme import accounts, jose, nonces, problems
-from pki_server.acme.models import AcmeAccount
+from pki_server.acme.models import AcmeAccount, one
 from pki_server.acme.problems import AcmeProblem
 from pki_server.acme.urls import AcmeUrls
 from pki_server.core.models import CertificateAuthority
@@ -247,7 +247,7 @@ def acme_ca(name: str | None) -> CertificateAuthority:
     if name is None:
         default = getattr(settings, "PKI_ACME_DEFAULT_CA", "")
         if default:
-            ca = CertificateAuthority.objects.filter(name=default).select_related("parent").first()
+            ca = one(CertificateAuthority.objects.filter(name=default).select_related("parent"))
         else:
             ca = CertificateAuthority.objects.default_acme()
         if ca is None:
@@ -256,7 +256,7 @@ def acme_ca(name: str | None) -> CertificateAuthority:
                 " must name one): use /acme/<ca-name>/directory."
             )
     else:
-        ca = CertificateAuthority.objects.filter(name=name).select_related("parent").first()
+        ca = one(CertificateAuthority.objects.filter(name=name).select_related("parent"))
         if ca is None:
             raise problems.not_found(f"There is no CA named {name!r}.")
     if not ca.acme_enabled:

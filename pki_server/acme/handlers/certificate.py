@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from pki_server.acme import jose, problems
 from pki_server.acme.handlers.base import AcmeHandler, Request, Response
-from pki_server.acme.models import AcmeAuthorization, AcmeOrder
+from pki_server.acme.models import AcmeAuthorization, AcmeOrder, one
 from pki_server.core.exceptions import AlreadyRevoked
 from pki_server.core.extensions import subject_alternative_names
 from pki_server.core.models import Certificate
@@ -33,7 +33,7 @@ class CertificateHandler(AcmeHandler):
     def post(self, request: Request) -> Response:
         account = request.require_account()
         request.require_post_as_get()
-        order = AcmeOrder.objects.filter(slug=request.kwargs["slug"]).select_related("certificate").first()
+        order = one(AcmeOrder.objects.filter(slug=request.kwargs["slug"]).select_related("certificate"))
         if order is None or order.certificate is None:
             raise problems.not_found("There is no such certificate.")
         if order.account_id != account.pk:
@@ -58,7 +58,7 @@ class RevokeCertHandler(AcmeHandler):
         if not isinstance(reason_code, int) or isinstance(reason_code, bool) or reason_code not in REVOCATION_REASONS:
             allowed = ", ".join(str(code) for code in REVOCATION_REASONS)
             raise problems.bad_revocation_reason(f"The reason {reason_code!r} is not accepted; use one of {allowed}.")
-        cert = Certificate.objects.filter(serial=int_to_hex(certificate.serial_number), ca=request.ca).first()
+        cert = one(Certificate.objects.filter(serial=int_to_hex(certificate.serial_number), ca=request.ca))
         if cert is None or bytes(cert.der) != der:
             raise problems.not_found("This CA did not issue that certificate.")
 

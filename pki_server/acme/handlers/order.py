@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pki_server.acme import orders, problems
 from pki_server.acme.handlers.base import AcmeHandler, Request, Response
-from pki_server.acme.models import AcmeAuthorization, AcmeOrder
+from pki_server.acme.models import AcmeAuthorization, AcmeOrder, one
 from pki_server.acme.resources import order_json
 
 RETRY_AFTER = "1"  # seconds a client should wait before polling a processing order again
@@ -12,7 +12,7 @@ RETRY_AFTER = "1"  # seconds a client should wait before polling a processing or
 
 def load_order(request: Request) -> AcmeOrder:
     account = request.require_account()
-    order = AcmeOrder.objects.filter(slug=request.kwargs["slug"]).first()
+    order = one(AcmeOrder.objects.filter(slug=request.kwargs["slug"]))
     if order is None:
         raise problems.not_found("There is no such order.")
     if order.account_id != account.pk:
