@@ -144,6 +144,9 @@ PKI_DEFAULT_PROFILE = env.get_choice(_ENV, "PKI_DEFAULT_PROFILE", "webserver", P
 PKI_ACME_DEFAULT_CA = env.get_str(_ENV, "PKI_ACME_DEFAULT_CA", "")
 PKI_ACME_HTTP01_PORT = env.get_int(_ENV, "PKI_ACME_HTTP01_PORT", 80, minimum=1, maximum=65535)
 PKI_ACME_TLSALPN01_PORT = env.get_int(_ENV, "PKI_ACME_TLSALPN01_PORT", 443, minimum=1, maximum=65535)
+# Seconds one validation may take in all (lookups, connections, redirects); a worker that dies
+# mid-validation has its work handed on after about twice this.
+PKI_ACME_VALIDATION_TIMEOUT = env.get_int(_ENV, "PKI_ACME_VALIDATION_TIMEOUT", 10, minimum=1, maximum=300)
 try:
     PKI_ACME_DNS_RESOLVERS = validation_base.parse_resolvers(_ENV.get("PKI_ACME_DNS_RESOLVERS", ""))
 except ValueError as _ex:

@@ -31,7 +31,7 @@ from pki_server.acme.validation.caa import check_caa
 log = logging.getLogger("pki_server.acme.worker")
 
 CHANNEL = "pki-acme-worker"
-ISSUE_LEASE = timedelta(seconds=60)
+ISSUE_LEASE = timedelta(seconds=15)  # signing takes milliseconds; a dead worker holds it this long
 DISPATCH_GRACE = timedelta(seconds=15)  # a message not picked up by then is sent again
 SWEEP_INTERVAL = 5.0  # seconds
 MAX_CONCURRENT = 64  # validations and issuances one worker runs at once
@@ -54,6 +54,9 @@ def validation_config() -> ValidationConfig:
         resolvers=settings.PKI_ACME_DNS_RESOLVERS,
         deny_networks=settings.PKI_ACME_VALIDATION_DENY_NETWORKS,
         allow_networks=settings.PKI_ACME_VALIDATION_ALLOW_NETWORKS,
+        total_timeout=float(settings.PKI_ACME_VALIDATION_TIMEOUT),
+        connect_timeout=min(5.0, float(settings.PKI_ACME_VALIDATION_TIMEOUT)),
+        dns_timeout=min(5.0, float(settings.PKI_ACME_VALIDATION_TIMEOUT)),
     )
 
 
@@ -99,7 +102,8 @@ def _claim_challenge(challenge_id: int, lease: timedelta) -> ValidationJob | Non
 
 
 async def validate(challenge_id: int, config: ValidationConfig) -> None:
-    lease = timedelta(seconds=config.total_timeout * 2 + 30)
+    # CAA and the validation each get total_timeout; the lease outlasts both.
+    lease = timedelta(seconds=config.total_timeout * 2 + 5)
     job = await _db(_claim_challenge)(challenge_id, lease)
     if job is None:
         return
