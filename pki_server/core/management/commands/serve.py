@@ -13,7 +13,7 @@ import contextlib
 import signal
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -123,7 +123,9 @@ class Command(BaseCommand):
             self.stdout.write(f"pki-server on http://{self.address(http_socket)}/ "
                               f"(public URL {settings.PKI_BASE_URL}/)")
             if tls_socket is not None:
-                self.stdout.write(f"HTTPS on https://{self.address(tls_socket)}/ ({https_url}/): {described}")
+                listening = f"https://{self.address(tls_socket)}"
+                public = f" (public URL {https_url}/)" if https_url != listening else ""
+                self.stdout.write(f"HTTPS on {listening}/{public}: {described}")
             self.stdout.write(f"ACME directory: {settings.PKI_BASE_URL}/acme/directory")
             if https_url:
                 self.stdout.write(f"ACME directory over HTTPS: {https_url}/acme/directory")
@@ -151,7 +153,9 @@ class Command(BaseCommand):
         )
 
     @staticmethod
-    async def serve(listeners: list[tuple[uvicorn.Server, socket.socket]], *, with_worker: bool, renewal: Any = None) -> None:
+    async def serve(
+        listeners: Sequence[tuple[uvicorn.Server, socket.socket]], *, with_worker: bool, renewal: Any = None
+    ) -> None:
         """The uvicorn servers, the ACME worker (unless told otherwise) and the certificate's
         renewal, in one event loop. SIGINT/SIGTERM stop every server gracefully."""
         from pki_server.acme.worker import Worker
@@ -193,8 +197,13 @@ class Command(BaseCommand):
     def bind(host: str, port: int, option: str) -> Iterator[socket.socket]:
         """A listening socket bound now, so that a port in use is one clear error before any work."""
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family=family)
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only for
+        # sockets that say they are TCP. Without it, Nagle holds a response body back until the
+        # client's delayed ACK of the headers: 40 ms per keep-alive response (uvicorn --workers'
+        # known bug). NODELAY on the listening socket is inherited by accepted ones as well.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
         except OSError as ex:
