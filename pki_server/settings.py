@@ -58,7 +58,9 @@ if PKI_REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [PKI_REDIS_URL]},
+            # redis-py 8 defaults socket_timeout to 5 s, the very time channels_redis's BZPOPMIN waits: the
+            # reply and the timeout race, and a lost race kills `layer.receive()`. Reads wait longer here.
+            "CONFIG": {"hosts": [{"address": PKI_REDIS_URL, "socket_timeout": 30}]},
         }
     }
 else:

@@ -556,7 +556,8 @@ def test_redis_url_switches_the_channel_layer(tmp_path: Path) -> None:
     shown = show_settings(pki_env(tmp_path / "var", PKI_REDIS_URL="redis://127.0.0.1:6379/1"), tmp_path)
     assert shown["PKI_REDIS_URL"] == "redis://127.0.0.1:6379/1"
     assert shown["CHANNEL_LAYER"] == {
-        "BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": ["redis://127.0.0.1:6379/1"]},
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": "redis://127.0.0.1:6379/1", "socket_timeout": 30}]},
     }
 
 

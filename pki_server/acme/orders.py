@@ -217,6 +217,10 @@ def finish_validation(
             Authz.objects.filter(pk=authz.pk, status=Authz.STATUS_PENDING).update(status=Authz.STATUS_INVALID)
         for order in AcmeOrder.objects.filter(authorizations=authz, status=AcmeOrder.STATUS_PENDING):
             refresh_order(order)
+            if error is not None and order.status == AcmeOrder.STATUS_INVALID:
+                # RFC 8555 §7.1.3: the order's error says what failed (a "caa" refusal, say), not just that it did.
+                AcmeOrder.objects.filter(pk=order.pk).update(error={
+                    **error, "detail": f"The validation of {authz} failed: {error.get('detail', '')}"})
     return True
 
 

@@ -165,7 +165,12 @@ class Worker:
         log.info("ACME worker listening on %s.", CHANNEL)
         try:
             while True:
-                message = await layer.receive(CHANNEL)
+                try:
+                    message = await layer.receive(CHANNEL)
+                except Exception:  # Redis restarting, a network blip: the sweeper covers what is missed meanwhile
+                    log.exception("Could not receive from the channel layer; trying again in 1 s.")
+                    await asyncio.sleep(1)
+                    continue
                 await self.slots.acquire()
                 task = asyncio.create_task(self.handle(message))
                 self.tasks.add(task)

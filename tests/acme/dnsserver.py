@@ -21,14 +21,23 @@ rcode for a name, ``rcodes[(name, "AAAA")]`` for one type of it; ``silent.add(na
 the server never answer (a timeout). ``queries`` lists every
 (name, type) asked, in order, so a test can see that lookups really reached the server. UDP answers that do not
 fit (512 bytes, or the client's EDNS size) are truncated, and the client retries over TCP.
+
+``DNSServer(records_file=path)`` also answers from a JSON file that another process may write (certbot's
+``--manual-auth-hook``, say): ``{"<name>": {"<TYPE>": [value, ...]}}``, values as in ``records`` (a list of strings
+for a multi-string TXT record). The file is read again whenever its modification time or size changes; a missing
+file is empty, and one that does not parse keeps the last good contents (write it to a temporary file and rename
+it over the old one). Its records are added to those of ``records``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import struct
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import dns.exception
@@ -65,8 +74,11 @@ def _selector_key(selector: str | tuple[str, str | int]) -> str | tuple[str, str
 class DNSServer:
     """See the module docstring. ``start()`` binds an ephemeral port on ``host``; ``address`` is (host, port)."""
 
-    def __init__(self, host: str = "127.0.0.1", ttl: int = 60) -> None:
+    def __init__(self, host: str = "127.0.0.1", ttl: int = 60, *, records_file: str | Path | None = None) -> None:
         self.host = host
+        self.records_file = Path(records_file) if records_file is not None else None
+        self._file_stamp: tuple[int, int] | None = None
+        self._file_records: dict[tuple[str, str], list[RecordValue]] = {}
         self.port = 0
         self.ttl = ttl
         self.records: dict[tuple[str, str | int], list[RecordValue]] = {}
@@ -156,7 +168,32 @@ class DNSServer:
         return response
 
     def _table(self) -> dict[tuple[str, str], list[RecordValue]]:
-        return {(_name_key(name), _type_key(rdtype)): values for (name, rdtype), values in self.records.items()}
+        table = {(_name_key(name), _type_key(rdtype)): values for (name, rdtype), values in self.records.items()}
+        for key, values in self._read_records_file().items():
+            table[key] = [*table.get(key, []), *values]
+        return table
+
+    def _read_records_file(self) -> dict[tuple[str, str], list[RecordValue]]:
+        """The records of ``records_file`` (see the module docstring), read again when the file changed."""
+        if self.records_file is None:
+            return {}
+        try:
+            stat = os.stat(self.records_file)
+        except FileNotFoundError:
+            self._file_stamp, self._file_records = None, {}
+            return {}
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._file_stamp:
+            try:
+                data = json.loads(self.records_file.read_text(encoding="utf-8"))
+                self._file_records = {
+                    (_name_key(name), _type_key(rdtype)): [v if isinstance(v, str) else tuple(v) for v in values]
+                    for name, types in data.items() for rdtype, values in types.items()
+                }
+                self._file_stamp = stamp
+            except (OSError, ValueError, AttributeError, TypeError, dns.exception.DNSException):
+                pass  # half-written or malformed: keep the last good contents
+        return self._file_records
 
     def _rrset(self, name: dns.name.Name, rdtype: str, values: Iterable[RecordValue]) -> dns.rrset.RRset:
         rdatas = [self._rdata(rdtype, value) for value in values]

@@ -59,7 +59,9 @@ def test_invalid_challenge_invalidates_authorization_and_order(client: AsgiAcmeC
     order = order_for(client, "c.example.com")
     validate_all(valid=False)
     body = client.post(order["url"]).json()
-    assert body["status"] == "invalid" and body["error"]["type"] == "urn:ietf:params:acme:error:unauthorized"
+    # The order's error is the failed challenge's problem (RFC 8555 §7.1.3), naming the identifier.
+    assert body["status"] == "invalid" and body["error"]["type"] == "urn:ietf:params:acme:error:connection"
+    assert body["error"]["detail"] == "The validation of c.example.com failed: refused"
     authz = client.post(order["authorizations"][0]).json()
     assert authz["status"] == "invalid"
     challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
