@@ -33,7 +33,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import h11
 
 from pki_server.acme.validation.base import Address, ValidationConfig, ValidationError, ValidationRecord
-from pki_server.acme.validation.resolver import check_address, ip_literal, resolve_addresses
+from pki_server.acme.validation.resolver import ip_literal, resolve_addresses, split_by_policy
 
 USER_AGENT = "pki-server-validation/0.1"
 REDIRECT_STATUSES = frozenset({301, 302, 307, 308})
@@ -203,15 +203,7 @@ async def _fetch(target: _Target, config: ValidationConfig, records: list[Valida
         raise ValidationError(ex.problem_type, f"Fetching {target.url}: {ex.detail}", records) from ex
     record = dataclasses.replace(record, addresses_resolved=tuple(str(a) for a in addresses))
     records.append(record)
-    permitted: list[Address] = []
-    refusals: list[str] = []
-    for address in addresses:
-        try:
-            check_address(address, config)
-        except ValidationError as ex:
-            refusals.append(ex.detail)
-        else:
-            permitted.append(address)
+    permitted, refusals = split_by_policy(addresses, config)
     if not permitted:
         raise ValidationError("connection", f"Fetching {target.url}: {'; '.join(refusals)}. No address was "
                                             "contacted", records)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Sequence
 
 import dns.asyncresolver
 import dns.exception
@@ -82,6 +83,20 @@ def check_address(address: Address | str, config: ValidationConfig) -> None:
         allowed = ", ".join(str(network) for network in config.allow_networks)
         raise ValidationError("connection", f"{address} is outside the allowed networks ({allowed}), the only ones "
                                             "validation contacts")
+
+
+def split_by_policy(addresses: Sequence[Address], config: ValidationConfig) -> tuple[list[Address], list[str]]:
+    """The addresses the policy lets a validator contact, and why each other one was refused."""
+    permitted: list[Address] = []
+    refusals: list[str] = []
+    for address in addresses:
+        try:
+            check_address(address, config)
+        except ValidationError as ex:
+            refusals.append(ex.detail)
+        else:
+            permitted.append(address)
+    return permitted, refusals
 
 
 def _qname(name: str) -> dns.name.Name:

@@ -33,7 +33,7 @@ import ssl
 from cryptography import x509
 
 from pki_server.acme.validation.base import Address, ValidationConfig, ValidationError, ValidationRecord
-from pki_server.acme.validation.resolver import check_address, ip_literal, resolve_addresses
+from pki_server.acme.validation.resolver import ip_literal, resolve_addresses, split_by_policy
 
 ACME_TLS_ALPN_PROTOCOL = "acme-tls/1"
 ACME_IDENTIFIER_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")  # id-pe-acmeIdentifier, RFC 8737 §6.1
@@ -83,15 +83,7 @@ async def validate_tlsalpn01(identifier: str, token: str, key_authorization: str
                 raise ValidationError(ex.problem_type, ex.detail, records) from ex
             record = dataclasses.replace(record, addresses_resolved=tuple(str(a) for a in addresses))
             records[0] = record
-            permitted: list[Address] = []
-            refusals: list[str] = []
-            for candidate in addresses:
-                try:
-                    check_address(candidate, config)
-                except ValidationError as ex:
-                    refusals.append(ex.detail)
-                else:
-                    permitted.append(candidate)
+            permitted, refusals = split_by_policy(addresses, config)
             if not permitted:
                 raise ValidationError("connection", f"Connecting to port {port} for {target.identifier}: "
                                                     f"{'; '.join(refusals)}. No address was contacted", records)
