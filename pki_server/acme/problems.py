@@ -91,10 +91,6 @@ def bad_revocation_reason(detail: str) -> AcmeProblem:
     return AcmeProblem("badRevocationReason", detail, 400)
 
 
-def user_action_required(detail: str) -> AcmeProblem:
-    return AcmeProblem("userActionRequired", detail, 403)
-
-
 def not_found(detail: str) -> AcmeProblem:
     return AcmeProblem("malformed", detail, 404)
 
