@@ -279,6 +279,12 @@ def claim(model: type[AcmeOrder] | type[AcmeChallenge], pk: int, lease: timedelt
     )
 
 
+def release(model: type[AcmeOrder] | type[AcmeChallenge], pk: int) -> None:
+    """Give back a claimed row (its worker is stopping): the sweeper re-dispatches it at its next round."""
+    processing = AcmeOrder.STATUS_PROCESSING if model is AcmeOrder else Chall.STATUS_PROCESSING
+    model.objects.filter(pk=pk, status=processing).update(lease_until=timezone.now() - timedelta(seconds=1))
+
+
 def stale_work(model: type[AcmeOrder] | type[AcmeChallenge], grace: timedelta) -> list[int]:
     """Processing rows whose wake-up was lost (never claimed within ``grace``) or whose lease ran out."""
     now = timezone.now()

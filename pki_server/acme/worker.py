@@ -128,6 +128,10 @@ async def validate(challenge_id: int, config: ValidationConfig) -> None:
         error = problems.problem_json(ex.problem_type, ex.detail, 400)
     except TimeoutError:
         error = problems.problem_json("connection", f"The {kind} validation of {identifier} timed out.", 400)
+    except asyncio.CancelledError:
+        # The worker is stopping: hand the challenge back now rather than when the lease runs out.
+        await asyncio.shield(_db(orders.release)(AcmeChallenge, challenge_id))
+        raise
     except Exception:
         log.exception("Validation of challenge %s failed unexpectedly", challenge_id)
         error = problems.problem_json("serverInternal", "The validation failed on the server's side.", 500)
@@ -178,8 +182,11 @@ class Worker:
         finally:
             if sweeper is not None:
                 sweeper.cancel()
-            for task in list(self.tasks):
+            running = list(self.tasks)
+            for task in running:
                 task.cancel()
+            if running:  # let them hand their work back (bounded: a stop must not hang)
+                await asyncio.wait(running, timeout=5)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)

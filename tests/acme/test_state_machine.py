@@ -141,3 +141,59 @@ def test_leases_and_sweeper(client: AsgiAcmeClient) -> None:
     assert orders.finish_validation(challenge.pk, True, [], None)
     assert not orders.finish_validation(challenge.pk, False, [], {"detail": "late"})
     assert AcmeChallenge.objects.get(pk=challenge.pk).status == "valid"
+
+
+def test_release_hands_work_back(client: AsgiAcmeClient) -> None:
+    order_for(client, "i.example.com")
+    challenge = AcmeChallenge.objects.get(type="http-01")
+    assert orders.start_challenge(challenge)
+    assert orders.claim(AcmeChallenge, challenge.pk, timedelta(seconds=60))
+    orders.release(AcmeChallenge, challenge.pk)
+    assert orders.stale_work(AcmeChallenge, timedelta(seconds=15)) == [challenge.pk]
+    assert orders.claim(AcmeChallenge, challenge.pk, timedelta(seconds=60))
+
+
+async def test_stopping_worker_releases_its_validation(intermediate: CertificateAuthority, settings) -> None:  # type: ignore[no-untyped-def]
+    """A worker stopped mid-validation gives the challenge back at once, not when its lease ends."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    from pki_server.acme.validation.base import ValidationConfig
+    from pki_server.acme.worker import validate
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings.ALLOWED_HOSTS = ["testserver"]
+
+    def prepare() -> int:
+        acme = AsgiAcmeClient(application)
+        acme.new_account()
+        order_for(acme, "127.0.0.1.nip.example")
+        challenge = AcmeChallenge.objects.get(type="http-01")
+        assert orders.start_challenge(challenge)
+        return challenge.pk
+
+    challenge_id = await sync_to_async(prepare, thread_sensitive=False)()
+    # The identifier is an IP literal for the validator: no DNS needed.
+    await sync_to_async(
+        lambda: AcmeAuthorization.objects.update(identifier="127.0.0.1"), thread_sensitive=False
+    )()
+    config = ValidationConfig(http01_port=port, deny_networks=(), total_timeout=20)
+    task = asyncio.create_task(validate(challenge_id, config))
+    async with asyncio.timeout(10):
+        while not await sync_to_async(
+            lambda: AcmeChallenge.objects.filter(pk=challenge_id, lease_until__isnull=False).exists(),
+            thread_sensitive=False,
+        )():
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # the validator is now waiting on the silent server
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    server.close()
+    stale = await sync_to_async(orders.stale_work, thread_sensitive=False)(AcmeChallenge, timedelta(seconds=15))
+    assert stale == [challenge_id]
