@@ -105,6 +105,7 @@ class AcmeHandler:
             url = origin + scope["path"] + (f"?{scope['query_string'].decode('latin-1')}"
                                             if scope.get("query_string") else "")
             jws = None
+            spend_in_database = 0  # seconds the nonce stays good, when the database must spend it
             if method == "POST":
                 content_type = _header(scope, b"content-type").split(";")[0].strip().lower()
                 if content_type != JOSE_JSON:
@@ -115,9 +116,9 @@ class AcmeHandler:
                 if settings.PKI_REDIS_URL:
                     await nonces.redeem_in_redis(jws.nonce, remaining)
                 else:
-                    jws = _NonceToSpend(jws, remaining)  # type: ignore[assignment]
+                    spend_in_database = remaining
             response = await sync_to_async(self._process, thread_sensitive=True)(
-                method, url, origin, ca_name, kwargs, jws
+                method, url, origin, ca_name, kwargs, jws, spend_in_database
             )
             if response.dispatch:
                 from pki_server.acme.worker import dispatch
@@ -137,13 +138,12 @@ class AcmeHandler:
                       (time.perf_counter() - started) * 1000)
 
     def _process(self, method: str, url: str, origin: str, ca_name: str | None, kwargs: dict[str, str],
-                 jws: jose.JWS | None) -> Response:
-        """All database work of one request, in one thread hop."""
+                 jws: jose.JWS | None, spend_in_database: int) -> Response:
+        """All database work of one request, in one thread hop: the nonce first (without Redis)."""
         close_old_connections()
         try:
-            if isinstance(jws, _NonceToSpend):
-                nonces.redeem_in_database(jws.jws.nonce, jws.remaining)
-                jws = jws.jws
+            if jws is not None and spend_in_database:
+                nonces.redeem_in_database(jws.nonce, spend_in_database)
             ca = acme_ca(ca_name)
             request = Request(method, url, AcmeUrls(origin, ca.name), ca, kwargs, jws)
             if method in ("GET", "HEAD"):
@@ -232,14 +232,6 @@ class AcmeHandler:
         headers.append((b"content-length", str(len(body)).encode("ascii")))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-
-
-@dataclass(frozen=True)
-class _NonceToSpend:
-    """A JWS whose nonce still has to be spent in the database, inside the request's one hop."""
-
-    jws: jose.JWS
-    remaining: int
 
 
 def acme_ca(name: str | None) -> CertificateAuthority:
