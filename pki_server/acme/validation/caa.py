@@ -34,7 +34,7 @@ import dns.name
 import dns.resolver
 
 from pki_server.acme.validation.base import ValidationConfig, ValidationError
-from pki_server.acme.validation.resolver import _failure, describe_resolvers, ip_literal, make_resolver
+from pki_server.acme.validation.resolver import ASYNCIO, _failure, describe_resolvers, ip_literal, make_resolver
 
 KNOWN_TAGS = frozenset({"issue", "issuewild", "iodef", "issuemail"})  # RFC 8659 §4, RFC 9495
 _SHOWN_RECORDS = 5  # records quoted in an error detail
@@ -146,7 +146,7 @@ async def _lookup_caa(resolver: dns.asyncresolver.Resolver, qname: dns.name.Name
                       config: ValidationConfig) -> list[_Property]:
     shown = qname.to_text(omit_final_dot=True)
     try:
-        answer = await resolver.resolve(qname, "CAA", raise_on_no_answer=False, search=False)
+        answer = await resolver.resolve(qname, "CAA", raise_on_no_answer=False, search=False, backend=ASYNCIO)
     except dns.resolver.NXDOMAIN:
         return []
     except dns.exception.DNSException as ex:
