@@ -139,6 +139,12 @@ if PKI_DEFAULT_KEY_SIZE & (PKI_DEFAULT_KEY_SIZE - 1):
 PKI_CA_DEFAULT_EXPIRES = timedelta(days=env.get_int(_ENV, "PKI_CA_DEFAULT_EXPIRES", 3650, minimum=1))
 PKI_DEFAULT_EXPIRES = timedelta(days=env.get_int(_ENV, "PKI_DEFAULT_EXPIRES", 365, minimum=1))
 PKI_DEFAULT_PROFILE = env.get_choice(_ENV, "PKI_DEFAULT_PROFILE", "webserver", PROFILES)
+# How long a CRL is valid (its nextUpdate), in hours; it is re-signed when a third of that remains.
+PKI_CRL_LIFETIME = timedelta(hours=env.get_int(_ENV, "PKI_CRL_LIFETIME", 24, minimum=1, maximum=24 * 366))
+# OCSP (docs/settings.md, "OCSP"): days a delegated responder certificate is valid (renewed when a
+# third is left), and hours an OCSP response is valid (its nextUpdate).
+PKI_OCSP_RESPONDER_LIFETIME = env.get_int(_ENV, "PKI_OCSP_RESPONDER_LIFETIME", 3, minimum=1, maximum=365)
+PKI_OCSP_RESPONSE_LIFETIME = env.get_int(_ENV, "PKI_OCSP_RESPONSE_LIFETIME", 1, minimum=1, maximum=168)
 
 # ACME (docs/settings.md, "ACME"). Validation reaches servers of internal networks, so the
 # address policy is the operator's: by default only the validating host itself, link-local and

@@ -27,6 +27,7 @@ from pki_server.acme.challenges import VALIDATORS
 from pki_server.acme.models import AcmeChallenge, AcmeOrder
 from pki_server.acme.validation.base import ValidationConfig, ValidationError, ValidationRecord
 from pki_server.acme.validation.caa import check_caa
+from pki_server.core import crl, ocsp_responder
 
 log = logging.getLogger("pki_server.acme.worker")
 
@@ -151,6 +152,10 @@ def _sweep() -> list[tuple[str, int]]:
     work += [("issue", pk) for pk in orders.stale_work(AcmeOrder, DISPATCH_GRACE)]
     if not settings.PKI_REDIS_URL:
         nonces.prune_database()
+    # Revocation status, where this process holds the CA keys: CRLs re-signed after revocations
+    # made elsewhere and before nextUpdate; delegated OCSP responders made and renewed.
+    crl.refresh_crls()
+    ocsp_responder.refresh_ocsp_responders()
     return work
 
 

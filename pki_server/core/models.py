@@ -217,7 +217,11 @@ class Certificate(X509CertMixin):
 
     class Meta:
         ordering = ["-created"]
-        indexes = [models.Index(fields=["ca", "revoked"], name="pki_cert_ca_revoked")]
+        indexes = [
+            models.Index(fields=["ca", "revoked"], name="pki_cert_ca_revoked"),
+            # "is there a revocation newer than the CA's latest CRL?" (crl.refresh_crls)
+            models.Index(fields=["ca", "revoked_date"], name="pki_cert_ca_revoked_date"),
+        ]
 
     def __str__(self) -> str:
         return self.cn or self.sans.split(",", 1)[0].partition(":")[2] or self.serial
@@ -234,3 +238,42 @@ class Certificate(X509CertMixin):
     @property
     def bundle_pem(self) -> str:
         return "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in self.bundle())
+
+
+class CertificateRevocationList(models.Model):
+    """A CRL as signed (RFC 5280 §5), kept so that every process serves the same bytes without the CA key."""
+
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.CASCADE, related_name="crls")
+    number = models.PositiveBigIntegerField(help_text="The CRL number (RFC 5280 §5.2.3), increasing per CA.")
+    this_update = models.DateTimeField()
+    next_update = models.DateTimeField()
+    der = models.BinaryField(editable=False)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "certificate revocation list"
+        ordering = ["-number"]
+        constraints = [models.UniqueConstraint(fields=["ca", "number"], name="pki_crl_ca_number")]
+
+    def __str__(self) -> str:
+        return f"{self.ca} CRL #{self.number}"
+
+
+class OcspResponder(models.Model):
+    """A delegated OCSP responder of a CA (RFC 6960 §4.2.2.2): its certificate, and its key.
+
+    The key is stored encrypted with a key derived from the installation's secret key, so that web
+    processes, which hold no CA key, can sign OCSP responses. It is never shown anywhere.
+    """
+
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.CASCADE, related_name="ocsp_responders")
+    certificate = models.OneToOneField(Certificate, on_delete=models.PROTECT, related_name="ocsp_responder")
+    private_key = models.TextField(editable=False)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "OCSP responder"
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"OCSP responder of {self.ca} ({self.certificate.serial})"
