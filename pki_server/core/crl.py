@@ -31,6 +31,7 @@ from django.utils import timezone
 from pki_server.core import signals
 from pki_server.core.exceptions import CertificateAuthorityDisabled, KeyBackendError, PkiError
 from pki_server.core.key_backends import UsePrivateKeyOptions
+from pki_server.core.managers import check_issuer
 from pki_server.core.models import Certificate, CertificateAuthority, CertificateRevocationList, X509CertMixin
 
 log = logging.getLogger(__name__)
@@ -56,16 +57,6 @@ _confirmed: dict[int, tuple[int, frozenset[str]]] = {}
 def latest_crl(ca: CertificateAuthority) -> CertificateRevocationList | None:
     """The CA's CRL with the highest number, or None if it has none yet."""
     return CertificateRevocationList.objects.filter(ca=ca).order_by("-number").first()
-
-
-def _check_can_sign(ca: CertificateAuthority, now: datetime) -> None:
-    # A CA that signs nothing signs no CRL either (docs/revocation.md).
-    if not ca.enabled:
-        raise CertificateAuthorityDisabled(f"CA {ca.name!r} is disabled and signs nothing, CRLs included.")
-    if ca.revoked:
-        raise CertificateAuthorityDisabled(f"CA {ca.name!r} is revoked and signs nothing, CRLs included.")
-    if ca.not_after <= now:
-        raise CertificateAuthorityDisabled(f"CA {ca.name!r} expired on {ca.not_after:%Y-%m-%d}.")
 
 
 def _entry(item: X509CertMixin) -> x509.RevokedCertificate:
@@ -107,7 +98,7 @@ def generate_crl(
     """
     backend = ca.key_backend
     options = backend.get_use_private_key_options(key_backend_options)
-    _check_can_sign(ca, timezone.now())
+    check_issuer(ca, timezone.now())  # a CA that signs nothing signs no CRL either
     backend.check_usable(ca, options)  # a missing or wrong password fails before any query
     issuer_ski = ca.pub.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski)

@@ -58,7 +58,8 @@ def _resolve_not_after(
     return not_after.replace(microsecond=0)
 
 
-def _check_issuer(ca: CertificateAuthority, now: datetime) -> None:
+def check_issuer(ca: CertificateAuthority, now: datetime) -> None:
+    """Refuse a CA that signs nothing: disabled, revoked or expired (certificates and CRLs alike)."""
     if not ca.enabled:
         raise CertificateAuthorityDisabled(f"CA {ca.name!r} is disabled and signs nothing.")
     if ca.revoked:
@@ -186,7 +187,7 @@ class CertificateAuthorityManager(models.Manager["CertificateAuthority"]):
         expires = _resolve_not_after(not_after, settings.PKI_CA_DEFAULT_EXPIRES, not_before)
         parent_options: UsePrivateKeyOptions | None = None
         if parent is not None:
-            _check_issuer(parent, now)
+            check_issuer(parent, now)
             if parent.path_length is not None:
                 if parent.path_length == 0:
                     raise SigningPolicyError(f"CA {parent.name!r} has a path length of 0: it cannot sign CAs.")
@@ -275,7 +276,7 @@ class CertificateManager(models.Manager["Certificate"]):
         first name as one. ``profile`` is a name from ``PROFILES`` (default ``PKI_DEFAULT_PROFILE``).
         """
         now = timezone.now()
-        _check_issuer(ca, now)
+        check_issuer(ca, now)
         profile_obj = get_profile(profile)
         check_csr(csr)
         options = ca.key_backend.get_use_private_key_options(key_backend_options)

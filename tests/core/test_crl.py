@@ -343,7 +343,7 @@ def test_a_disabled_ca_signs_no_crl(intermediate: CertificateAuthority) -> None:
     cert.revoke()  # saved; the CRL stays as it was
     assert crls.latest_crl(intermediate).number == 1  # type: ignore[union-attr]
     assert crls.refresh_crls() == 0
-    with pytest.raises(CertificateAuthorityDisabled, match="disabled and signs nothing, CRLs included"):
+    with pytest.raises(CertificateAuthorityDisabled, match="disabled and signs nothing"):
         crls.generate_crl(cert.ca)
 
 
