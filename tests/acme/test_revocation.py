@@ -145,3 +145,38 @@ def test_server_log_has_no_traceback(pki_server: PkiServer) -> None:
     """Last: nothing any ACME test did made the server log a traceback."""
     log = pki_server.log_path.read_text(errors="replace")
     assert "Traceback" not in log, log[-5000:]
+
+
+def test_acme_revocation_is_visible_in_crl_and_ocsp(pki_server: PkiServer, issued: tuple[Any, ...]) -> None:
+    """The ACME door (issue 5): revokeCert shows in the served CRL and in OCSP at once."""
+    import httpx
+    from cryptography.x509 import ocsp
+
+    acme, certificate, _key, _names = issued
+    issuer_url = next(
+        d.access_location.value
+        for d in certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        if d.access_method == x509.oid.AuthorityInformationAccessOID.CA_ISSUERS
+    )
+    issuer = x509.load_der_x509_certificate(httpx.get(issuer_url, timeout=10).content)
+    crl_url = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value[0].full_name[0].value
+    ocsp_url = next(
+        d.access_location.value
+        for d in certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        if d.access_method == x509.oid.AuthorityInformationAccessOID.OCSP
+    )
+    request = ocsp.OCSPRequestBuilder().add_certificate(certificate, issuer, hashes.SHA256()).build()
+
+    def ocsp_status() -> ocsp.OCSPCertStatus:
+        response = httpx.post(ocsp_url, content=request.public_bytes(serialization.Encoding.DER),
+                              headers={"Content-Type": "application/ocsp-request"}, timeout=10)
+        return ocsp.load_der_ocsp_response(response.content).certificate_status
+
+    assert ocsp_status() == ocsp.OCSPCertStatus.GOOD
+    acme.revoke(certificate, 1)
+    crl = x509.load_der_x509_crl(httpx.get(crl_url, timeout=10).content)
+    entry = crl.get_revoked_certificate_by_serial_number(certificate.serial_number)
+    assert entry is not None
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
+    assert crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    assert ocsp_status() == ocsp.OCSPCertStatus.REVOKED
