@@ -26,7 +26,13 @@ fit (512 bytes, or the client's EDNS size) are truncated, and the client retries
 ``--manual-auth-hook``, say): ``{"<name>": {"<TYPE>": [value, ...]}}``, values as in ``records`` (a list of strings
 for a multi-string TXT record). The file is read again whenever its modification time or size changes; a missing
 file is empty, and one that does not parse keeps the last good contents (write it to a temporary file and rename
-it over the old one). Its records are added to those of ``records``.
+it over the old one). Its records are added to those of ``records``. :func:`update_txt` writes it that way, and
+running this file as a script does the same for an ACME client's DNS hook::
+
+    python tests/acme/dnsserver.py RECORDS_FILE ACTION NAME VALUE
+
+where ACTION ``auth`` or ``present`` adds the TXT value at NAME and ``cleanup`` removes it (certbot's and lego's
+words); each call is noted in ``dns-hook-calls.log`` beside the records file.
 """
 
 from __future__ import annotations
@@ -250,3 +256,29 @@ class _UDPProtocol(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.server._datagram(data, addr)
+
+
+def update_txt(records_file: Path, action: str, name: str, value: str) -> None:
+    """Add (action ``auth``/``present``) or remove (``cleanup``) one TXT value at ``name`` in a records file, replacing
+    the file by a rename so the server never reads it half-written, and note the call in ``dns-hook-calls.log``."""
+    name = name.rstrip(".")
+    data = json.loads(records_file.read_text(encoding="utf-8")) if records_file.exists() else {}
+    values = data.setdefault(name, {}).setdefault("TXT", [])
+    if action in ("auth", "present"):
+        values.append(value)
+    elif action == "cleanup":
+        if value in values:
+            values.remove(value)
+    else:
+        raise ValueError(f"unknown action {action!r}: use auth, present or cleanup")
+    temporary = records_file.with_name(records_file.name + ".tmp")
+    temporary.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(temporary, records_file)
+    with open(records_file.with_name("dns-hook-calls.log"), "a", encoding="utf-8") as log:
+        log.write(f"{action} {name} {value}\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    update_txt(Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4])

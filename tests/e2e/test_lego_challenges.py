@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from tests.acme import dnsserver
 from tests.acme.server import PkiServer, free_port, running_server
 from tests.e2e.conftest import dns_names, load_chain, verify_chain
 
@@ -30,26 +31,10 @@ TIMEOUT = 180  # seconds for one lego command
 LEGO = shutil.which("lego")
 pytestmark = pytest.mark.skipif(LEGO is None, reason="lego is not on PATH (Debian: apt-get install lego)")
 
-# lego's exec provider runs `EXEC_PATH present|cleanup <fqdn> <value>` (fqdn with the final dot). Both the wildcard
-# and its base name put a TXT value at _acme-challenge.<name>: the records file keeps a list of values per name.
-# The file is replaced by a rename, so the DNS responder never reads a half-written one (tests/acme/dnsserver.py).
-EXEC_SCRIPT = """\
-import json, os, sys
-from pathlib import Path
-records = Path(sys.argv[1])
-action, fqdn, value = sys.argv[2], sys.argv[3].rstrip("."), sys.argv[4]
-data = json.loads(records.read_text()) if records.exists() else {}
-values = data.setdefault(fqdn, {}).setdefault("TXT", [])
-if action == "present":
-    values.append(value)
-elif value in values:
-    values.remove(value)
-temporary = records.with_name(records.name + ".tmp")
-temporary.write_text(json.dumps(data))
-os.replace(temporary, records)
-with open(records.with_name("exec-calls.log"), "a") as log:
-    log.write(f"{action} {fqdn} {value}\\n")
-"""
+# lego's exec provider runs `EXEC_PATH present|cleanup <fqdn> <value>` (fqdn with the final dot); the records-file
+# writer of tests/acme/dnsserver.py takes exactly that. Both the wildcard and its base name put a TXT value at
+# _acme-challenge.<name>: the records file keeps a list of values per name.
+DNS_HOOK = Path(dnsserver.__file__)
 
 
 @dataclass
@@ -129,11 +114,9 @@ def test_lego_tls_alpn_01(challenge_server: ChallengeServer, tmp_path: Path) -> 
 def test_lego_dns_01_wildcard(challenge_server: ChallengeServer, tmp_path: Path) -> None:
     base = "x.test.internal"
     names = [f"*.{base}", base]
-    script = tmp_path / "exec.py"
-    script.write_text(EXEC_SCRIPT)
     # EXEC_PATH is run directly (no shell): a wrapper that calls this interpreter with the records file.
     wrapper = tmp_path / "exec.sh"
-    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "{challenge_server.records_file}" "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{DNS_HOOK}" "{challenge_server.records_file}" "$@"\n')
     wrapper.chmod(0o755)
     host, port = challenge_server.server.dns.server.address
     # The exec provider solves one authorization at a time and waits EXEC_SEQUENCE_INTERVAL (60 s by default)
@@ -156,7 +139,7 @@ def test_lego_dns_01_wildcard(challenge_server: ChallengeServer, tmp_path: Path)
     assert [row[3] for row in rows if row[1] == 1] == ["dns-01"], rows
 
     # Both values were published at the one name, asked for by the server, and cleaned up afterwards.
-    calls = (challenge_server.records_file.parent / "exec-calls.log").read_text().splitlines()
+    calls = (challenge_server.records_file.parent / "dns-hook-calls.log").read_text().splitlines()
     presented = {line.split()[2] for line in calls if line.startswith(f"present _acme-challenge.{base} ")}
     cleaned = {line.split()[2] for line in calls if line.startswith(f"cleanup _acme-challenge.{base} ")}
     assert len(presented) == 2 and cleaned == presented, calls

@@ -29,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pki_server.acme import worker as acme_worker
+from tests.acme import dnsserver
 from tests.acme.rawclient import PROBLEM, RawClient, make_csr, thumbprint, unique_name
 from tests.scale.conftest import PG_PORT, VALIDATION_TIMEOUT, Topology, pid_of_tcp_client
 
@@ -128,25 +129,8 @@ def other_worker(topology: Topology, role: str) -> str:
 
 # --- certbot, DNS-01, a wildcard, through the balancer ----------------------------------------------------------
 
-HOOK = """
-import json, os, sys
-from pathlib import Path
-
-action, path = sys.argv[1], Path(sys.argv[2])
-name = "_acme-challenge." + os.environ["CERTBOT_DOMAIN"]
-value = os.environ["CERTBOT_VALIDATION"]
-data = json.loads(path.read_text()) if path.exists() else {}
-values = data.setdefault(name, {}).setdefault("TXT", [])
-if action == "auth":
-    values.append(value)
-elif value in values:
-    values.remove(value)
-temporary = path.with_name(path.name + ".tmp")
-temporary.write_text(json.dumps(data))
-os.replace(temporary, path)
-with open(path.with_name("hook-calls.log"), "a") as log:
-    log.write(f"{action} {name} {value}\\n")
-"""
+# certbot runs its hooks through a shell, with the domain and the value in CERTBOT_DOMAIN / CERTBOT_VALIDATION.
+DNS_HOOK = Path(dnsserver.__file__)
 
 
 def certbot_path() -> str:
@@ -158,15 +142,14 @@ def certbot_path() -> str:
 
 def test_certbot_wildcard_dns01_across_both_web_processes(topology: Topology, tmp_path: Path) -> None:
     certbot = certbot_path()
-    hook = tmp_path / "hook.py"
-    hook.write_text(HOOK)
     records = shlex.quote(str(topology.records_file))
-    hook_command = f"{shlex.quote(sys.executable)} {shlex.quote(str(hook))}"
+    hook_command = f"{shlex.quote(sys.executable)} {shlex.quote(str(DNS_HOOK))} {records}"
+    txt = '_acme-challenge."$CERTBOT_DOMAIN" "$CERTBOT_VALIDATION"'
     topology.balancer.reset_counts()
     command = [
         certbot, "certonly", "--manual", "--preferred-challenges", "dns",
-        "--manual-auth-hook", f"{hook_command} auth {records}",
-        "--manual-cleanup-hook", f"{hook_command} cleanup {records}",
+        "--manual-auth-hook", f"{hook_command} auth {txt}",
+        "--manual-cleanup-hook", f"{hook_command} cleanup {txt}",
         "-d", "*.w.test.internal", "-d", "w.test.internal", "--cert-name", "scale", "--key-type", "ecdsa",
         "--server", topology.directory_url, "--config-dir", str(tmp_path / "config"),
         "--work-dir", str(tmp_path / "work"), "--logs-dir", str(tmp_path / "logs"),
@@ -194,7 +177,7 @@ def test_certbot_wildcard_dns01_across_both_web_processes(topology: Topology, tm
     assert sum(counts) >= 8, counts  # directory, nonce, account, order, 2 authz, 2 challenges, finalize, cert ...
 
     # Two TXT values at one name, both set by the hook and both asked for; then cleaned up.
-    calls = (topology.records_file.parent / "hook-calls.log").read_text().split("\n")
+    calls = (topology.records_file.parent / "dns-hook-calls.log").read_text().split("\n")
     auth_values = {line.split()[2] for line in calls if line.startswith("auth _acme-challenge.w.test.internal ")}
     cleaned = {line.split()[2] for line in calls if line.startswith("cleanup _acme-challenge.w.test.internal ")}
     assert len(auth_values) == 2 and cleaned == auth_values, calls
