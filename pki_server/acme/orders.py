@@ -20,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from pki_server.acme import jose, policy, problems
+from pki_server.acme import jose, policy, problems, signals
 from pki_server.acme.challenges import VALIDATORS
 from pki_server.acme.models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder, one
 from pki_server.acme.policy import Identifier
@@ -110,6 +110,7 @@ def new_order(account: AcmeAccount, payload: dict[str, Any]) -> tuple[AcmeOrder,
         AcmeOrder.authorizations.through.objects.bulk_create(
             [AcmeOrder.authorizations.through(acmeorder=order, acmeauthorization=authz) for authz in authorizations]
         )
+        signals.order_created.send(sender=AcmeOrder, order=order)
     return order, sorted(authorizations, key=lambda authz: authz.pk)
 
 
@@ -221,6 +222,7 @@ def finish_validation(
                 # RFC 8555 §7.1.3: the order's error says what failed (a "caa" refusal, say), not just that it did.
                 AcmeOrder.objects.filter(pk=order.pk).update(error={
                     **error, "detail": f"The validation of {authz} failed: {error.get('detail', '')}"})
+        signals.challenge_finished.send(sender=Chall, challenge_id=challenge_id, valid=valid, error=error)
     return True
 
 
@@ -328,6 +330,8 @@ def issue(order_id: int) -> AcmeOrder | None:
         log.exception("Order %s: issuance failed", order.slug)
         _fail(order, problems.problem_json("serverInternal", "The certificate could not be issued.", 500))
     order.refresh_from_db()
+    if order.status in (AcmeOrder.STATUS_VALID, AcmeOrder.STATUS_INVALID):
+        signals.order_finished.send(sender=AcmeOrder, order=order)
     return order
 
 
