@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "pki_server.core",
     "pki_server.acme",
+    "pki_server.dashboard",
 ]
 
 MIDDLEWARE = [

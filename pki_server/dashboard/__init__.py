@@ -1,0 +1,1 @@
+"""The operator dashboard: pages beyond the Django admin, and the websocket live feed."""

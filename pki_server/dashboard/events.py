@@ -1,0 +1,1 @@
+"""Live events for the dashboard (filled in by the live-feed work)."""
