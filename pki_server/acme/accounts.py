@@ -59,18 +59,25 @@ def update(account: AcmeAccount, payload: dict[str, Any]) -> AcmeAccount:
     if "status" in payload and payload["status"] != account.status:
         if payload["status"] != AcmeAccount.STATUS_DEACTIVATED:
             raise problems.malformed('The only status a client may set is "deactivated".')
-        with transaction.atomic():
-            AcmeAccount.objects.filter(pk=account.pk).update(status=AcmeAccount.STATUS_DEACTIVATED)
-            # §7.3.6: pending operations of a deactivated account end.
-            AcmeAuthorization.objects.filter(account=account, status=AcmeAuthorization.STATUS_PENDING).update(
-                status=AcmeAuthorization.STATUS_DEACTIVATED
-            )
-        account.status = AcmeAccount.STATUS_DEACTIVATED
+        deactivate(account)
         return account
     if "contact" in payload:
         account.contact = policy.parse_contacts(payload["contact"], required=account.ca.acme_requires_contact)
         account.save(update_fields=["contact"])
     return account
+
+
+def deactivate(account: AcmeAccount) -> None:
+    """RFC 8555 §7.3.6: the account can make no more requests, and its pending authorizations end.
+
+    The one way an account is deactivated: by its client (``update``) or by an operator (the dashboard).
+    """
+    with transaction.atomic():
+        AcmeAccount.objects.filter(pk=account.pk).update(status=AcmeAccount.STATUS_DEACTIVATED)
+        AcmeAuthorization.objects.filter(account=account, status=AcmeAuthorization.STATUS_PENDING).update(
+            status=AcmeAuthorization.STATUS_DEACTIVATED
+        )
+    account.status = AcmeAccount.STATUS_DEACTIVATED
 
 
 def change_key(account: AcmeAccount, outer: jose.JWS, urls: AcmeUrls) -> AcmeAccount:
