@@ -80,6 +80,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # CSP and the other secure headers on the dashboard's and the admin's pages (docs/dashboard.md).
+    "pki_server.dashboard.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -90,6 +92,14 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "pki_server.urls"
 ASGI_APPLICATION = "pki_server.asgi.application"
+
+# The operator dashboard (docs/dashboard.md): staff sign in at /dashboard/login/. Session cookies are
+# HttpOnly and SameSite=Lax whatever PKI_DEBUG says (Django's defaults, pinned here on purpose).
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
 
 TEMPLATES = [
     {

@@ -5,5 +5,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("dashboard/", include("pki_server.dashboard.urls")),
     path("", include("pki_server.core.urls")),
 ]
