@@ -20,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from pki_server.acme import jose, policy, problems, signals
+from pki_server.acme import jose, lookups, policy, problems, signals
 from pki_server.acme.challenges import VALIDATORS
 from pki_server.acme.models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder, one
 from pki_server.acme.policy import Identifier
@@ -153,7 +153,7 @@ def refresh_order(order: AcmeOrder) -> list[AcmeAuthorization] | None:
     if order.status not in (AcmeOrder.STATUS_PENDING, AcmeOrder.STATUS_READY):
         return None  # processing, valid and invalid orders do not expire into another state
     now = timezone.now()
-    authzs = list(order.authorizations.order_by("pk"))
+    authzs = lookups.authorizations_of_order.all(order.pk)
     for authz in authzs:
         refresh_authorization(authz, now)
     if order.expires <= now:

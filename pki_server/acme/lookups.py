@@ -1,0 +1,27 @@
+"""The lookups every ACME request makes, compiled once (pki_server/prepared.py).
+
+Each is a one-row (or one-order's-rows) SELECT by an indexed key. Keep the builders' filter
+arguments in the order their parameters are passed: Prepared checks it on first use.
+"""
+
+from __future__ import annotations
+
+from pki_server.acme.models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder
+from pki_server.prepared import Prepared
+
+account_by_slug: Prepared[AcmeAccount] = Prepared(
+    lambda slug: AcmeAccount.objects.filter(slug=slug).order_by()[:1])
+order_by_slug: Prepared[AcmeOrder] = Prepared(
+    lambda slug: AcmeOrder.objects.filter(slug=slug).order_by()[:1])
+order_with_certificate: Prepared[AcmeOrder] = Prepared(
+    lambda slug: AcmeOrder.objects.filter(slug=slug).select_related("certificate").order_by()[:1])
+authorization_by_slug: Prepared[AcmeAuthorization] = Prepared(
+    lambda slug: AcmeAuthorization.objects.filter(slug=slug).order_by()[:1])
+#: An authorization's challenges, each with the authorization loaded: the authorization resource
+#: in one query (every authorization has at least one challenge).
+challenges_of_authorization: Prepared[AcmeChallenge] = Prepared(
+    lambda slug: AcmeChallenge.objects.filter(authorization__slug=slug).select_related("authorization").order_by("pk"))
+challenge_by_slug: Prepared[AcmeChallenge] = Prepared(
+    lambda slug: AcmeChallenge.objects.filter(slug=slug).select_related("authorization").order_by()[:1])
+authorizations_of_order: Prepared[AcmeAuthorization] = Prepared(
+    lambda order_id: AcmeAuthorization.objects.filter(orders=order_id).order_by("pk"))
