@@ -28,6 +28,8 @@ from django.db.models.query import get_related_populators
 from django.db.models.sql.compiler import SQLCompiler
 
 M = TypeVar("M", bound=Model)
+# Django 5.2's signature (klass_info, select, db); the installed stubs may describe a later one.
+_related_populators: Any = get_related_populators
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ class Prepared(Generic[M]):
     @staticmethod
     def _compile(queryset: QuerySet[M], params: tuple[Any, ...]) -> _Plan | None:
         if queryset.db != "default" or queryset._iterable_class.__name__ != "ModelIterable" \
-                or queryset._known_related_objects or queryset._prefetch_related_lookups \
+                or getattr(queryset, "_known_related_objects", None) \
+                or getattr(queryset, "_prefetch_related_lookups", None) \
                 or queryset.query.annotation_select:
             return None
         compiler = queryset.query.get_compiler(using="default")
@@ -102,5 +105,5 @@ class Prepared(Generic[M]):
             init_list=[column[0].target.attname for column in select[start:end]],
             start=start,
             end=end,
-            populators=get_related_populators(klass_info, select, "default"),
+            populators=_related_populators(klass_info, select, "default"),
         )

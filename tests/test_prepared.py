@@ -75,12 +75,16 @@ def test_every_acme_lookup_is_cacheable(rows: AcmeOrder) -> None:
         lookups.account_by_slug: rows.account.slug, lookups.order_by_slug: rows.slug,
         lookups.order_with_certificate: rows.slug, lookups.authorization_by_slug: authz.slug,
         lookups.challenges_of_authorization: authz.slug, lookups.challenge_by_slug: challenge.slug,
-        lookups.authorizations_of_order: rows.pk,
+        lookups.authorizations_of_order: rows.pk, lookups.challenge_for_validation: challenge.pk,
+        lookups.challenge_with_authorization: challenge.pk, lookups.order_for_issuance: rows.pk,
     }
-    assert len(calls) == len([v for v in vars(lookups).values() if isinstance(v, Prepared)])
+    assert len(calls) + 1 == len([v for v in vars(lookups).values() if isinstance(v, Prepared)])
     for lookup, value in calls.items():
         assert lookup.all(value)
         assert lookup._plans.get(connections["default"]) is not None, lookup.build
+    assert [o.pk for o in lookups.orders_of_authorization.all(authz.pk, "pending")] == [rows.pk]
+    assert lookups.orders_of_authorization._plans.get(connections["default"]) is not None
+    assert lookups.orders_of_authorization.all(authz.pk, "ready") == []
 
 
 def test_parameters_in_another_order_are_not_cached(rows: AcmeOrder) -> None:

@@ -25,3 +25,13 @@ challenge_by_slug: Prepared[AcmeChallenge] = Prepared(
     lambda slug: AcmeChallenge.objects.filter(slug=slug).select_related("authorization").order_by()[:1])
 authorizations_of_order: Prepared[AcmeAuthorization] = Prepared(
     lambda order_id: AcmeAuthorization.objects.filter(orders=order_id).order_by("pk"))
+
+# The worker's side.
+challenge_for_validation: Prepared[AcmeChallenge] = Prepared(
+    lambda pk: AcmeChallenge.objects.filter(pk=pk).select_related("authorization__account__ca").order_by()[:1])
+challenge_with_authorization: Prepared[AcmeChallenge] = Prepared(
+    lambda pk: AcmeChallenge.objects.filter(pk=pk).select_related("authorization").order_by()[:1])
+orders_of_authorization: Prepared[AcmeOrder] = Prepared(
+    lambda authz_id, status: AcmeOrder.objects.filter(authorizations=authz_id).filter(status=status).order_by("pk"))
+order_for_issuance: Prepared[AcmeOrder] = Prepared(
+    lambda pk: AcmeOrder.objects.filter(pk=pk).select_related("account__ca").order_by()[:1])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pki_server.acme import lookups, orders, problems
+from pki_server.acme import lookups, orders, problems, worker
 from pki_server.acme.handlers.base import AcmeHandler, Request, Response
 from pki_server.acme.models import AcmeAuthorization, AcmeOrder
 from pki_server.acme.resources import order_json
@@ -48,7 +48,8 @@ class OrderHandler(AcmeHandler):
 
 class FinalizeHandler(AcmeHandler):
     def post(self, request: Request) -> Response:
-        order, authorizations = orders.finalize(load_order(request), request.payload())
+        order, authorizations = orders.finalize(load_order(request), request.payload(), issue_now=worker.runs_here())
         response = render(request, order, authorizations)
-        response.dispatch.append(("issue", order.pk))
+        if order.status == AcmeOrder.STATUS_PROCESSING:
+            response.dispatch.append(("issue", order.pk))
         return response
