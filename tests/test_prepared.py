@@ -85,6 +85,11 @@ def test_every_acme_lookup_is_cacheable(rows: AcmeOrder) -> None:
     assert [o.pk for o in lookups.orders_of_authorization.all(authz.pk, "pending")] == [rows.pk]
     assert lookups.orders_of_authorization._plans.get(connections["default"]) is not None
     assert lookups.orders_of_authorization.all(authz.pk, "ready") == []
+    for wildcard in (True, False):
+        lookup = lookups.reusable_authorization[wildcard]
+        found = lookup.one(rows.account_id, "dns", authz.identifier, "valid", "pending")
+        assert (found.pk if found else None) == (None if wildcard else authz.pk)
+        assert lookups.reusable_authorization[wildcard]._plans.get(connections["default"]) is not None
 
 
 def test_parameters_in_another_order_are_not_cached(rows: AcmeOrder) -> None:

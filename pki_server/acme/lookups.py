@@ -26,6 +26,20 @@ challenge_by_slug: Prepared[AcmeChallenge] = Prepared(
 authorizations_of_order: Prepared[AcmeAuthorization] = Prepared(
     lambda order_id: AcmeAuthorization.objects.filter(orders=order_id).order_by("pk"))
 
+
+
+def _reusable_authorization(wildcard: bool) -> Prepared[AcmeAuthorization]:
+    # A boolean compiles to SQL text ("wildcard" or NOT "wildcard"), not a parameter: one lookup for each.
+    return Prepared(lambda account_id, identifier_type, identifier, first_status, second_status: (
+        AcmeAuthorization.objects.filter(account_id=account_id).filter(identifier_type=identifier_type)
+        .filter(identifier=identifier).filter(wildcard=wildcard).filter(status__in=[first_status, second_status])
+        .order_by("-status", "-expires")[:1]))
+
+
+#: A valid or pending authorization to reuse for an identifier (by its wildcard flag), valid ones
+#: first, then the one that lasts longest.
+reusable_authorization = {True: _reusable_authorization(True), False: _reusable_authorization(False)}
+
 # The worker's side.
 challenge_for_validation: Prepared[AcmeChallenge] = Prepared(
     lambda pk: AcmeChallenge.objects.filter(pk=pk).select_related("authorization__account__ca").order_by()[:1])
@@ -34,4 +48,5 @@ challenge_with_authorization: Prepared[AcmeChallenge] = Prepared(
 orders_of_authorization: Prepared[AcmeOrder] = Prepared(
     lambda authz_id, status: AcmeOrder.objects.filter(authorizations=authz_id).filter(status=status).order_by("pk"))
 order_for_issuance: Prepared[AcmeOrder] = Prepared(
-    lambda pk: AcmeOrder.objects.filter(pk=pk).select_related("account__ca").order_by()[:1])
+    # With the CA's parent: the name constraints of the chain are checked when signing.
+    lambda pk: AcmeOrder.objects.filter(pk=pk).select_related("account__ca__parent").order_by()[:1])

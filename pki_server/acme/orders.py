@@ -116,16 +116,11 @@ def new_order(account: AcmeAccount, payload: dict[str, Any]) -> tuple[AcmeOrder,
 
 def _authorization_for(account: AcmeAccount, identifier: Identifier, now: datetime) -> AcmeAuthorization:
     """A valid (or still pending) authorization of this account for the identifier, or a new one."""
-    reusable = (
-        Authz.objects.filter(
-            account=account, identifier_type=identifier.type, identifier=identifier.base,
-            wildcard=identifier.wildcard, status__in=[Authz.STATUS_VALID, Authz.STATUS_PENDING],
-            expires__gt=now + timedelta(hours=1),
-        )
-        .order_by("-status", "-expires")  # "valid" sorts after "pending": valid first
-        .first()
-    )
-    if reusable is not None:
+    # "valid" sorts after "pending": valid first, then the one that lasts longest. One that ends
+    # within the hour is not reused (nor, then, are others: a new one is made, as for a first order).
+    reusable = lookups.reusable_authorization[identifier.wildcard].one(
+        account.pk, identifier.type, identifier.base, Authz.STATUS_VALID, Authz.STATUS_PENDING)
+    if reusable is not None and reusable.expires > now + timedelta(hours=1):
         return reusable
     authz = Authz.objects.create(
         account=account, identifier_type=identifier.type, identifier=identifier.base,
