@@ -166,6 +166,7 @@ PKI_ACME_TLSALPN01_PORT = env.get_int(_ENV, "PKI_ACME_TLSALPN01_PORT", 443, mini
 # Seconds one validation may take in all (lookups, connections, redirects); a worker that dies
 # mid-validation has its work handed on after about twice this.
 PKI_ACME_VALIDATION_TIMEOUT = env.get_int(_ENV, "PKI_ACME_VALIDATION_TIMEOUT", 10, minimum=1, maximum=300)
+PKI_ACME_CA_CACHE_SECONDS = env.get_int(_ENV, "PKI_ACME_CA_CACHE_SECONDS", 5, minimum=0, maximum=300)
 try:
     PKI_ACME_DNS_RESOLVERS = validation_base.parse_resolvers(_ENV.get("PKI_ACME_DNS_RESOLVERS", ""))
 except ValueError as _ex:

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from pki_server.acme import jose, policy, problems
+from pki_server.acme import jose, lookups, policy, problems
 from pki_server.acme.models import AcmeAccount, AcmeAuthorization, one
 from pki_server.acme.urls import AcmeUrls
 from pki_server.core.models import CertificateAuthority
@@ -16,8 +16,8 @@ from pki_server.core.models import CertificateAuthority
 def by_kid(ca: CertificateAuthority, kid: str, urls: AcmeUrls) -> AcmeAccount:
     """The account a ``kid`` names; it must exist, belong to this CA's directory and be valid (§6.2, §7.3.6)."""
     slug = urls.account_slug(kid)
-    account = one(AcmeAccount.objects.filter(slug=slug, ca=ca)) if slug else None
-    if account is None:
+    account = lookups.account_by_slug.one(slug) if slug else None
+    if account is None or account.ca_id != ca.pk:
         raise problems.account_does_not_exist(f"No account at {kid}: create one with newAccount first.")
     account.ca = ca  # already loaded: saves a query wherever the account's CA is used
     if account.status != AcmeAccount.STATUS_VALID:

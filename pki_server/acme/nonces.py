@@ -60,15 +60,19 @@ def redeem_in_database(nonce: str, remaining: int) -> None:
     from pki_server.acme.models import AcmeNonce
 
     expires = timezone.now() + timedelta(seconds=remaining + 60)
+    connection = transaction.get_connection()
+    # Written as SQL: the ORM's create() costs ten times the INSERT itself, on every ACME POST.
+    sql = f"INSERT INTO {connection.ops.quote_name(AcmeNonce._meta.db_table)} (nonce, expires) VALUES (%s, %s)"  # noqa: S608 - a model's table
+    params = (nonce, connection.ops.adapt_datetimefield_value(expires))
     # In autocommit mode the INSERT is a transaction of its own (one statement, not three); inside
     # an atomic block a savepoint keeps a duplicate from breaking the outer transaction.
-    in_atomic = transaction.get_connection().in_atomic_block
     try:
-        if in_atomic:
-            with transaction.atomic():
-                AcmeNonce.objects.create(nonce=nonce, expires=expires)
+        if connection.in_atomic_block:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(sql, params)
         else:
-            AcmeNonce.objects.create(nonce=nonce, expires=expires)
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
     except IntegrityError:
         raise problems.bad_nonce("The nonce has been used already; use the one from the last response.") from None
 

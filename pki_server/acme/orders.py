@@ -20,9 +20,9 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from pki_server.acme import jose, policy, problems, signals
+from pki_server.acme import jose, lookups, policy, problems, signals
 from pki_server.acme.challenges import VALIDATORS
-from pki_server.acme.models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder, one
+from pki_server.acme.models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder
 from pki_server.acme.policy import Identifier
 from pki_server.core.exceptions import PkiError, SigningPolicyError
 from pki_server.core.extensions import check_name_constraints
@@ -116,16 +116,11 @@ def new_order(account: AcmeAccount, payload: dict[str, Any]) -> tuple[AcmeOrder,
 
 def _authorization_for(account: AcmeAccount, identifier: Identifier, now: datetime) -> AcmeAuthorization:
     """A valid (or still pending) authorization of this account for the identifier, or a new one."""
-    reusable = (
-        Authz.objects.filter(
-            account=account, identifier_type=identifier.type, identifier=identifier.base,
-            wildcard=identifier.wildcard, status__in=[Authz.STATUS_VALID, Authz.STATUS_PENDING],
-            expires__gt=now + timedelta(hours=1),
-        )
-        .order_by("-status", "-expires")  # "valid" sorts after "pending": valid first
-        .first()
-    )
-    if reusable is not None:
+    # "valid" sorts after "pending": valid first, then the one that lasts longest. One that ends
+    # within the hour is not reused (nor, then, are others: a new one is made, as for a first order).
+    reusable = lookups.reusable_authorization[identifier.wildcard].one(
+        account.pk, identifier.type, identifier.base, Authz.STATUS_VALID, Authz.STATUS_PENDING)
+    if reusable is not None and reusable.expires > now + timedelta(hours=1):
         return reusable
     authz = Authz.objects.create(
         account=account, identifier_type=identifier.type, identifier=identifier.base,
@@ -153,7 +148,7 @@ def refresh_order(order: AcmeOrder) -> list[AcmeAuthorization] | None:
     if order.status not in (AcmeOrder.STATUS_PENDING, AcmeOrder.STATUS_READY):
         return None  # processing, valid and invalid orders do not expire into another state
     now = timezone.now()
-    authzs = list(order.authorizations.order_by("pk"))
+    authzs = lookups.authorizations_of_order.all(order.pk)
     for authz in authzs:
         refresh_authorization(authz, now)
     if order.expires <= now:
@@ -208,7 +203,8 @@ def finish_validation(
         )
         if not updated:
             return False
-        challenge = Chall.objects.select_related("authorization").get(pk=challenge_id)
+        challenge = lookups.challenge_with_authorization.one(challenge_id)
+        assert challenge is not None  # the UPDATE above found it, in this transaction
         authz = challenge.authorization
         if valid:
             Authz.objects.filter(pk=authz.pk, status=Authz.STATUS_PENDING).update(
@@ -216,7 +212,7 @@ def finish_validation(
             )
         else:
             Authz.objects.filter(pk=authz.pk, status=Authz.STATUS_PENDING).update(status=Authz.STATUS_INVALID)
-        for order in AcmeOrder.objects.filter(authorizations=authz, status=AcmeOrder.STATUS_PENDING):
+        for order in lookups.orders_of_authorization.all(authz.pk, AcmeOrder.STATUS_PENDING):
             refresh_order(order)
             if error is not None and order.status == AcmeOrder.STATUS_INVALID:
                 # RFC 8555 §7.1.3: the order's error says what failed (a "caa" refusal, say), not just that it did.
@@ -242,8 +238,14 @@ def deactivate_authorization(authz: AcmeAuthorization) -> AcmeAuthorization:
 
 # --- Finalize and issuance ------------------------------------------------------------------------
 
-def finalize(order: AcmeOrder, payload: dict[str, Any]) -> tuple[AcmeOrder, list[AcmeAuthorization] | None]:
-    """RFC 8555 §7.4: check the CSR and move a ready order to processing. The caller dispatches issuance."""
+def finalize(order: AcmeOrder, payload: dict[str, Any], *, issue_now: bool = False
+             ) -> tuple[AcmeOrder, list[AcmeAuthorization] | None]:
+    """RFC 8555 §7.4: check the CSR and move a ready order to processing.
+
+    With ``issue_now`` (this process runs a worker, so it can sign) the certificate is issued at
+    once and the order returned valid (or invalid), sparing the client its polling; otherwise the
+    order stays processing and the caller dispatches issuance to a worker.
+    """
     authorizations = refresh_order(order)
     if order.status != AcmeOrder.STATUS_READY:
         raise problems.order_not_ready(
@@ -262,11 +264,20 @@ def finalize(order: AcmeOrder, payload: dict[str, Any]) -> tuple[AcmeOrder, list
         order.refresh_from_db()
         raise problems.order_not_ready(f"The order is {order.status}; it is being finalized already.")
     order.status, order.processing_since = AcmeOrder.STATUS_PROCESSING, now
+    if issue_now and claim(AcmeOrder, order.pk, ISSUE_LEASE):
+        issued = issue(order.pk)
+        if issued is not None:
+            issued.account = order.account
+            order = issued
     return order, authorizations
 
 
 def _account_jwk(account: AcmeAccount) -> dict[str, Any]:
     return json.loads(account.jwk)
+
+
+#: How long a worker holds an order it signs: signing takes milliseconds; a dead worker holds it this long.
+ISSUE_LEASE = timedelta(seconds=15)
 
 
 def claim(model: type[AcmeOrder] | type[AcmeChallenge], pk: int, lease: timedelta) -> bool:
@@ -300,7 +311,7 @@ def stale_work(model: type[AcmeOrder] | type[AcmeChallenge], grace: timedelta) -
 
 def issue(order_id: int) -> AcmeOrder | None:
     """Sign the certificate of a processing order, once; a failure marks the order invalid."""
-    order = one(AcmeOrder.objects.select_related("account__ca").filter(pk=order_id))
+    order = lookups.order_for_issuance.one(order_id)
     if order is None or order.status != AcmeOrder.STATUS_PROCESSING:
         return order
     ca = order.account.ca
@@ -321,6 +332,8 @@ def issue(order_id: int) -> AcmeOrder | None:
             AcmeOrder.objects.filter(pk=order.pk).update(
                 status=AcmeOrder.STATUS_VALID, certificate=cert, processing_since=None, lease_until=None
             )
+        order.status, order.certificate, order.processing_since, order.lease_until = \
+            AcmeOrder.STATUS_VALID, cert, None, None
     except (PkiError, ValueError) as ex:
         log.warning("Order %s: issuance failed: %s", order.slug, ex)
         _fail(order, problems.problem_json("badCSR" if isinstance(ex, SigningPolicyError) else "serverInternal",
@@ -329,7 +342,8 @@ def issue(order_id: int) -> AcmeOrder | None:
     except Exception:
         log.exception("Order %s: issuance failed", order.slug)
         _fail(order, problems.problem_json("serverInternal", "The certificate could not be issued.", 500))
-    order.refresh_from_db()
+    if order.status == AcmeOrder.STATUS_PROCESSING:  # it failed: read what _fail (or another worker) wrote
+        order.refresh_from_db()
     if order.status in (AcmeOrder.STATUS_VALID, AcmeOrder.STATUS_INVALID):
         signals.order_finished.send(sender=AcmeOrder, order=order)
     return order

@@ -22,7 +22,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections
 
-from pki_server.acme import jose, nonces, orders, problems
+from pki_server.acme import jose, lookups, nonces, orders, problems
 from pki_server.acme.challenges import VALIDATORS
 from pki_server.acme.models import AcmeChallenge, AcmeOrder
 from pki_server.acme.validation.base import ValidationConfig, ValidationError, ValidationRecord
@@ -32,7 +32,6 @@ from pki_server.core import crl, ocsp_responder
 log = logging.getLogger("pki_server.acme.worker")
 
 CHANNEL = "pki-acme-worker"
-ISSUE_LEASE = timedelta(seconds=15)  # signing takes milliseconds; a dead worker holds it this long
 DISPATCH_GRACE = timedelta(seconds=15)  # a message not picked up by then is sent again
 SWEEP_INTERVAL = 5.0  # seconds
 MAX_CONCURRENT = 64  # validations and issuances one worker runs at once
@@ -59,6 +58,14 @@ def validation_config() -> ValidationConfig:
         connect_timeout=min(5.0, float(settings.PKI_ACME_VALIDATION_TIMEOUT)),
         dns_timeout=min(5.0, float(settings.PKI_ACME_VALIDATION_TIMEOUT)),
     )
+
+
+_running = 0  # Workers running in this process
+
+
+def runs_here() -> bool:
+    """Whether this process runs a worker, so holds what signing needs (the embedded `serve`)."""
+    return _running > 0
 
 
 def _db(function: Any) -> Any:
@@ -88,7 +95,9 @@ class ValidationJob:
 def _claim_challenge(challenge_id: int, lease: timedelta) -> ValidationJob | None:
     if not orders.claim(AcmeChallenge, challenge_id, lease):
         return None
-    challenge = AcmeChallenge.objects.select_related("authorization__account__ca").get(pk=challenge_id)
+    challenge = lookups.challenge_for_validation.one(challenge_id)
+    if challenge is None:
+        return None
     authz = challenge.authorization
     ca = authz.account.ca
     return ValidationJob(
@@ -143,7 +152,7 @@ async def validate(challenge_id: int, config: ValidationConfig) -> None:
 
 
 def _claim_and_issue(order_id: int) -> None:
-    if orders.claim(AcmeOrder, order_id, ISSUE_LEASE):
+    if orders.claim(AcmeOrder, order_id, orders.ISSUE_LEASE):
         orders.issue(order_id)
 
 
@@ -169,6 +178,14 @@ class Worker:
         self.slots = asyncio.Semaphore(MAX_CONCURRENT)
 
     async def run(self) -> None:
+        global _running
+        _running += 1
+        try:
+            await self._run()
+        finally:
+            _running -= 1
+
+    async def _run(self) -> None:
         layer = get_channel_layer()
         sweeper = asyncio.create_task(self.sweeper()) if self.sweep else None
         log.info("ACME worker listening on %s.", CHANNEL)

@@ -39,31 +39,33 @@ def csr_for(*names: str) -> str:
 
 
 def test_query_counts(client: AsgiAcmeClient, django_assert_num_queries) -> None:  # type: ignore[no-untyped-def]
-    with django_assert_num_queries(1):  # the CA
+    with django_assert_num_queries(1):  # the CA: the first request since it was saved
         assert client.request("GET", "/acme/directory").status_code == 200
-    with django_assert_num_queries(1):  # the CA
+    with django_assert_num_queries(1):  # the CA by its name: its own entry in the cache
+        assert client.request("HEAD", f"{client.prefix}/new-nonce").status_code == 200
+    with django_assert_num_queries(0):  # now from the process's cache (acme/cas.py)
         assert client.request("HEAD", f"{client.prefix}/new-nonce").status_code == 200
     client.new_nonce()
-    # Every POST: spend the nonce (1 insert), the CA (1), then the account by kid (1) or by key.
-    with django_assert_num_queries(6):  # nonce, CA, account by key, BEGIN + INSERT + COMMIT
+    # Every POST: spend the nonce (1 insert), then the account by kid (1) or by key.
+    with django_assert_num_queries(5):  # nonce, account by key, BEGIN + INSERT + COMMIT
         assert client.new_account().status_code == 201
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(2):
         assert client.post(client.kid).status_code == 200
 
     names = ["a.example.com", "b.example.com"]
     # + BEGIN, per name: reusable authz? + authz + challenges, order, order-authz links, COMMIT
-    with django_assert_num_queries(13):
+    with django_assert_num_queries(12):
         response = client.post("new-order", {"identifiers": [{"type": "dns", "value": n} for n in names]})
     assert response.status_code == 201, response.text
     order_url = response.headers["Location"]
     authz_urls = response.json()["authorizations"]
 
-    with django_assert_num_queries(5):  # + order, its authorizations
+    with django_assert_num_queries(4):  # + order, its authorizations
         assert client.post(order_url).json()["status"] == "pending"
-    with django_assert_num_queries(5):  # + authorization, its challenges
+    with django_assert_num_queries(3):  # + the authorization's challenges, each with the authorization
         authz = client.post(authz_urls[0]).json()
     challenge_url = next(c["url"] for c in authz["challenges"] if c["type"] == "http-01")
-    with django_assert_num_queries(5):  # + challenge with its authorization, the status UPDATE
+    with django_assert_num_queries(4):  # + challenge with its authorization, the status UPDATE
         response = client.post(challenge_url, {})
     assert response.json()["status"] == "processing"
 
@@ -73,15 +75,15 @@ def test_query_counts(client: AsgiAcmeClient, django_assert_num_queries) -> None
         assert orders.finish_validation(challenge.pk, True, [], None)
     assert AcmeOrder.objects.get().status == "ready"
 
-    with django_assert_num_queries(6):  # + order, its authorizations, the conditional UPDATE
+    with django_assert_num_queries(5):  # + order, its authorizations, the conditional UPDATE
         response = client.post(f"{order_url}/finalize", {"csr": csr_for(*names)})
     assert response.json()["status"] == "processing", response.text
     order = AcmeOrder.objects.get()
     assert orders.claim(AcmeOrder, order.pk, orders.timedelta(seconds=60))
     assert orders.issue(order.pk).status == "valid"
-    with django_assert_num_queries(5):  # + order, its authorization slugs
+    with django_assert_num_queries(4):  # + order, its authorizations
         body = client.post(order_url).json()
-    with django_assert_num_queries(4):  # + order with its certificate
+    with django_assert_num_queries(3):  # + order with its certificate
         assert client.post(body["certificate"]).status_code == 200
 
 
@@ -90,11 +92,11 @@ def test_counts_do_not_grow_with_tables(client: AsgiAcmeClient, django_assert_nu
     for index in range(30):
         client.post("new-order", {"identifiers": [{"type": "dns", "value": f"n{index}.example.com"}]})
     assert AcmeAuthorization.objects.count() == 30
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(2):
         assert client.post(client.kid).status_code == 200
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(3):
         assert len(client.post(f"{client.kid}/orders").json()["orders"]) == 30
-    with django_assert_num_queries(13):  # as for the first order
+    with django_assert_num_queries(12):  # as for the first order
         response = client.post("new-order", {"identifiers": [{"type": "dns", "value": f"x{i}.example.com"}
                                                              for i in range(2)]})
     assert response.status_code == 201

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pki_server.acme import orders, problems
+from pki_server.acme import lookups, orders, problems
 from pki_server.acme.handlers.base import AcmeHandler, Request, Response
-from pki_server.acme.models import AcmeAuthorization, AcmeChallenge, one
+from pki_server.acme.models import AcmeChallenge
 from pki_server.acme.resources import authorization_json, challenge_json
 
 RETRY_AFTER = "1"
@@ -17,7 +17,8 @@ def _owned(request: Request, account_id: int) -> None:
 
 class AuthorizationHandler(AcmeHandler):
     def post(self, request: Request) -> Response:
-        authz = one(AcmeAuthorization.objects.filter(slug=request.kwargs["slug"]))
+        challenges = lookups.challenges_of_authorization.all(request.kwargs["slug"])
+        authz = challenges[0].authorization if challenges else lookups.authorization_by_slug.one(request.kwargs["slug"])
         if authz is None:
             raise problems.not_found("There is no such authorization.")
         _owned(request, authz.account_id)
@@ -29,7 +30,6 @@ class AuthorizationHandler(AcmeHandler):
             if payload.get("status") != "deactivated":
                 raise problems.malformed('To change an authorization, send {"status": "deactivated"}.')
             orders.deactivate_authorization(authz)
-        challenges = list(authz.challenges.order_by("pk"))
         headers = {"Location": request.urls.authorization(authz.slug)}
         if any(c.status == AcmeChallenge.STATUS_PROCESSING for c in challenges):
             headers["Retry-After"] = RETRY_AFTER
@@ -38,9 +38,7 @@ class AuthorizationHandler(AcmeHandler):
 
 class ChallengeHandler(AcmeHandler):
     def post(self, request: Request) -> Response:
-        challenge = (
-            one(AcmeChallenge.objects.select_related("authorization").filter(slug=request.kwargs["slug"]))
-        )
+        challenge = lookups.challenge_by_slug.one(request.kwargs["slug"])
         if challenge is None:
             raise problems.not_found("There is no such challenge.")
         _owned(request, challenge.authorization.account_id)

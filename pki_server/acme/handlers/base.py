@@ -21,7 +21,8 @@ from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 
 from pki_server.acme import accounts, jose, nonces, problems
-from pki_server.acme.models import AcmeAccount, one
+from pki_server.acme.cas import acme_ca
+from pki_server.acme.models import AcmeAccount
 from pki_server.acme.problems import AcmeProblem
 from pki_server.acme.urls import AcmeUrls
 from pki_server.core.models import CertificateAuthority
@@ -232,30 +233,6 @@ class AcmeHandler:
         headers.append((b"content-length", str(len(body)).encode("ascii")))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-
-
-def acme_ca(name: str | None) -> CertificateAuthority:
-    """The ACME-enabled CA a URL names (None: the default one), or a 404 problem."""
-    if name is None:
-        default = getattr(settings, "PKI_ACME_DEFAULT_CA", "")
-        if default:
-            ca = one(CertificateAuthority.objects.filter(name=default).select_related("parent"))
-        else:
-            ca = CertificateAuthority.objects.default_acme()
-        if ca is None:
-            raise problems.not_found(
-                "There is no default ACME CA (there must be exactly one ACME-enabled CA, or PKI_ACME_DEFAULT_CA"
-                " must name one): use /acme/<ca-name>/directory."
-            )
-    else:
-        ca = one(CertificateAuthority.objects.filter(name=name).select_related("parent"))
-        if ca is None:
-            raise problems.not_found(f"There is no CA named {name!r}.")
-    if not ca.acme_enabled:
-        raise problems.not_found(f"CA {ca.name!r} does not serve ACME.")
-    if not ca.enabled:
-        raise AcmeProblem("serverInternal", f"CA {ca.name!r} is disabled.", 503)
-    return ca
 
 
 def _header(scope: Scope, name: bytes) -> str:

@@ -8,7 +8,7 @@ from typing import ClassVar
 from cryptography import x509
 from django.utils import timezone
 
-from pki_server.acme import jose, problems
+from pki_server.acme import jose, lookups, problems
 from pki_server.acme.handlers.base import AcmeHandler, Request, Response
 from pki_server.acme.models import AcmeAuthorization, AcmeOrder, one
 from pki_server.core.exceptions import AlreadyRevoked
@@ -33,7 +33,7 @@ class CertificateHandler(AcmeHandler):
     def post(self, request: Request) -> Response:
         account = request.require_account()
         request.require_post_as_get()
-        order = one(AcmeOrder.objects.filter(slug=request.kwargs["slug"]).select_related("certificate"))
+        order = lookups.order_with_certificate.one(request.kwargs["slug"])
         if order is None or order.certificate is None:
             raise problems.not_found("There is no such certificate.")
         if order.account_id != account.pk:

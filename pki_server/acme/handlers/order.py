@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pki_server.acme import orders, problems
+from pki_server.acme import lookups, orders, problems, worker
 from pki_server.acme.handlers.base import AcmeHandler, Request, Response
-from pki_server.acme.models import AcmeAuthorization, AcmeOrder, one
+from pki_server.acme.models import AcmeAuthorization, AcmeOrder
 from pki_server.acme.resources import order_json
 
 RETRY_AFTER = "1"  # seconds a client should wait before polling a processing order again
@@ -12,7 +12,7 @@ RETRY_AFTER = "1"  # seconds a client should wait before polling a processing or
 
 def load_order(request: Request) -> AcmeOrder:
     account = request.require_account()
-    order = one(AcmeOrder.objects.filter(slug=request.kwargs["slug"]))
+    order = lookups.order_by_slug.one(request.kwargs["slug"])
     if order is None:
         raise problems.not_found("There is no such order.")
     if order.account_id != account.pk:
@@ -26,7 +26,7 @@ def render(request: Request, order: AcmeOrder, authorizations: list[AcmeAuthoriz
     if authorizations is not None:
         slugs = [authz.slug for authz in authorizations]
     else:
-        slugs = list(order.authorizations.order_by("pk").values_list("slug", flat=True))
+        slugs = [authz.slug for authz in lookups.authorizations_of_order.all(order.pk)]
     headers = {"Location": request.urls.order(order.slug)}
     if order.status == AcmeOrder.STATUS_PROCESSING:
         headers["Retry-After"] = RETRY_AFTER
@@ -48,7 +48,8 @@ class OrderHandler(AcmeHandler):
 
 class FinalizeHandler(AcmeHandler):
     def post(self, request: Request) -> Response:
-        order, authorizations = orders.finalize(load_order(request), request.payload())
+        order, authorizations = orders.finalize(load_order(request), request.payload(), issue_now=worker.runs_here())
         response = render(request, order, authorizations)
-        response.dispatch.append(("issue", order.pk))
+        if order.status == AcmeOrder.STATUS_PROCESSING:
+            response.dispatch.append(("issue", order.pk))
         return response

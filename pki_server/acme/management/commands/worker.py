@@ -9,6 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from pki_server import eventloop
+
 
 class Command(BaseCommand):
     help = "Run the ACME worker: challenge validation and certificate issuance."
@@ -37,4 +39,4 @@ class Command(BaseCommand):
             except asyncio.CancelledError:
                 pass
 
-        asyncio.run(main())
+        eventloop.run(main())

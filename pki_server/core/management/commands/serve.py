@@ -24,6 +24,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 
+from pki_server import eventloop
 from pki_server.core.exceptions import PkiError
 
 
@@ -134,7 +135,7 @@ class Command(BaseCommand):
             renewal = None
             if source is not None and context is not None:
                 renewal = tls.keep_current(context, source, options["tls_check_interval"])
-            asyncio.run(self.serve(listeners, with_worker=not options["no_worker"], renewal=renewal))
+            eventloop.run(self.serve(listeners, with_worker=not options["no_worker"], renewal=renewal))
 
     @staticmethod
     def config(options: dict[str, Any], sock: socket.socket) -> uvicorn.Config:

@@ -1,0 +1,109 @@
+"""SELECTs compiled once, run many times: the hot lookups of ACME requests without the ORM's compiler.
+
+Turning a QuerySet into SQL costs Django several hundred microseconds — for a one-row lookup by
+a unique key, about ten times what SQLite then spends answering it (docs/performance.md has the
+profile). An ACME request makes a handful of such lookups, each the same SQL with other values.
+:class:`Prepared` builds its QuerySet once per database connection, keeps the compiled SQL, the
+column converters and the model-building plan, and afterwards only executes the SQL with the new
+parameters and builds the rows into model instances exactly as Django's ``ModelIterable`` does
+(``Model.from_db``, ``select_related`` populators). Queries still go through the connection's
+cursor: they are counted by ``assertNumQueries`` and run inside the caller's transaction.
+
+Only lookups whose parameters are exactly the builder's arguments, in order, are cached: the
+first call checks it, and a builder whose compiled parameters differ (a Q that reorders them,
+a value that Django adapts) simply runs as a QuerySet every time.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Model, QuerySet
+from django.db.models.query import get_related_populators
+from django.db.models.sql.compiler import SQLCompiler
+
+M = TypeVar("M", bound=Model)
+# Django 5.2's signature (klass_info, select, db); the installed stubs may describe a later one.
+_related_populators: Any = get_related_populators
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sql: str
+    compiler: SQLCompiler
+    converters: dict[int, Any]
+    model: type[Model]
+    init_list: list[str]
+    start: int
+    end: int
+    populators: list[Any]
+
+
+class Prepared(Generic[M]):
+    """``Prepared(lambda slug: Model.objects.filter(slug=slug)[:1])`` then ``.one(slug)``."""
+
+    def __init__(self, build: Callable[..., QuerySet[M]]) -> None:
+        self.build = build
+        self._plans: weakref.WeakKeyDictionary[BaseDatabaseWrapper, _Plan | None] = weakref.WeakKeyDictionary()
+
+    def all(self, *params: Any) -> list[M]:
+        connection = connections["default"]
+        try:
+            plan = self._plans[connection]
+        except KeyError:
+            queryset = self.build(*params)
+            plan = self._compile(queryset, params)
+            self._plans[connection] = plan
+            if plan is None:
+                return list(queryset)
+        if plan is None:
+            return list(self.build(*params))
+        with connection.cursor() as cursor:
+            cursor.execute(plan.sql, params)
+            rows: Any = cursor.fetchall()
+        if plan.converters:
+            rows = plan.compiler.apply_converters(rows, plan.converters)
+        objects: list[M] = []
+        for row in rows:
+            obj = plan.model.from_db("default", plan.init_list, row[plan.start:plan.end])
+            for populator in plan.populators:
+                populator.populate(row, obj)
+            objects.append(obj)  # type: ignore[arg-type]
+        return objects
+
+    def one(self, *params: Any) -> M | None:
+        rows = self.all(*params)
+        return rows[0] if rows else None
+
+    @staticmethod
+    def _compile(queryset: QuerySet[M], params: tuple[Any, ...]) -> _Plan | None:
+        if queryset.db != "default" or queryset._iterable_class.__name__ != "ModelIterable" \
+                or getattr(queryset, "_known_related_objects", None) \
+                or getattr(queryset, "_prefetch_related_lookups", None) \
+                or queryset.query.annotation_select:
+            return None
+        compiler = queryset.query.get_compiler(using="default")
+        sql, sql_params = compiler.as_sql()
+        # Cache only if the SQL's parameters are the arguments, in order, and cannot be confused.
+        if tuple(sql_params) != params or len({repr(p) for p in params}) != len(params):
+            return None
+        select, klass_info = compiler.select, compiler.klass_info
+        if klass_info is None:
+            return None
+        fields = [column[0] for column in select[:compiler.col_count]]
+        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+        return _Plan(
+            sql=sql,
+            compiler=compiler,
+            converters=compiler.get_converters(fields),
+            model=klass_info["model"],
+            init_list=[column[0].target.attname for column in select[start:end]],
+            start=start,
+            end=end,
+            populators=_related_populators(klass_info, select, "default"),
+        )

@@ -1,0 +1,114 @@
+"""pki_server/prepared.py: compiled lookups give exactly what the ORM gives, in the same queries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connections, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from pki_server.acme import lookups
+from pki_server.acme.models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder
+from pki_server.core.models import CertificateAuthority
+from pki_server.prepared import Prepared
+
+pytestmark = pytest.mark.django_db
+
+
+def fields(obj: object) -> dict[str, object]:
+    return {f.attname: getattr(obj, f.attname) for f in type(obj)._meta.concrete_fields}  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def rows(intermediate: CertificateAuthority) -> AcmeOrder:
+    account = AcmeAccount.objects.create(ca=intermediate, thumbprint="t", jwk="{}", contact=["mailto:a@example.com"])
+    expires = timezone.now() + timedelta(days=1)
+    authzs = [AcmeAuthorization.objects.create(account=account, identifier=f"{n}.example", expires=expires)
+              for n in ("a", "b")]
+    for authz in authzs:
+        for kind in ("http-01", "dns-01"):
+            AcmeChallenge.objects.create(authorization=authz, type=kind, error={"type": "x", "detail": "é"})
+    order = AcmeOrder.objects.create(account=account, identifiers=[{"type": "dns", "value": "a.example"}],
+                                     expires=expires)
+    order.authorizations.set(authzs)
+    return order
+
+
+def test_same_objects_as_the_orm(rows: AcmeOrder) -> None:
+    authz = rows.authorizations.order_by("pk").first()
+    assert authz is not None
+    for _ in range(2):  # the first call compiles, the second runs the kept SQL
+        account = lookups.account_by_slug.one(rows.account.slug)
+        assert account is not None and fields(account) == fields(AcmeAccount.objects.get(pk=rows.account_id))
+        assert isinstance(account.created, type(timezone.now())) and timezone.is_aware(account.created)
+        assert account.contact == ["mailto:a@example.com"]  # JSON decoded
+        order = lookups.order_by_slug.one(rows.slug)
+        assert order is not None and fields(order) == fields(AcmeOrder.objects.get(pk=rows.pk))
+        challenges = lookups.challenges_of_authorization.all(authz.slug)
+        assert [fields(c) for c in challenges] == [fields(c) for c in authz.challenges.order_by("pk")]
+        assert all(fields(c.authorization) == fields(authz) for c in challenges)  # select_related
+        assert challenges[0].error == {"type": "x", "detail": "é"}
+        assert [a.pk for a in lookups.authorizations_of_order.all(rows.pk)] == sorted(
+            rows.authorizations.values_list("pk", flat=True))
+    assert lookups.order_by_slug.one("no-such-slug") is None
+    assert lookups.challenges_of_authorization.all("no-such-slug") == []
+
+
+def test_compiled_once_then_one_query_each(rows: AcmeOrder) -> None:
+    lookups.order_by_slug.one(rows.slug)
+    assert lookups.order_by_slug._plans.get(connections["default"]) is not None  # the SQL is kept
+    with CaptureQueriesContext(connections["default"]) as queries:
+        for _ in range(3):
+            assert lookups.order_by_slug.one(rows.slug) is not None
+    assert len(queries) == 3
+    assert all("WHERE" in q["sql"] and rows.slug in q["sql"] for q in queries.captured_queries)
+
+
+def test_every_acme_lookup_is_cacheable(rows: AcmeOrder) -> None:
+    """A builder whose parameters the ORM reorders would silently fall back to the slow path."""
+    authz = rows.authorizations.first()
+    challenge = AcmeChallenge.objects.first()
+    assert authz is not None and challenge is not None
+    calls = {
+        lookups.account_by_slug: rows.account.slug, lookups.order_by_slug: rows.slug,
+        lookups.order_with_certificate: rows.slug, lookups.authorization_by_slug: authz.slug,
+        lookups.challenges_of_authorization: authz.slug, lookups.challenge_by_slug: challenge.slug,
+        lookups.authorizations_of_order: rows.pk, lookups.challenge_for_validation: challenge.pk,
+        lookups.challenge_with_authorization: challenge.pk, lookups.order_for_issuance: rows.pk,
+    }
+    assert len(calls) + 1 == len([v for v in vars(lookups).values() if isinstance(v, Prepared)])
+    for lookup, value in calls.items():
+        assert lookup.all(value)
+        assert lookup._plans.get(connections["default"]) is not None, lookup.build
+    assert [o.pk for o in lookups.orders_of_authorization.all(authz.pk, "pending")] == [rows.pk]
+    assert lookups.orders_of_authorization._plans.get(connections["default"]) is not None
+    assert lookups.orders_of_authorization.all(authz.pk, "ready") == []
+    for wildcard in (True, False):
+        lookup = lookups.reusable_authorization[wildcard]
+        found = lookup.one(rows.account_id, "dns", authz.identifier, "valid", "pending")
+        assert (found.pk if found else None) == (None if wildcard else authz.pk)
+        assert lookups.reusable_authorization[wildcard]._plans.get(connections["default"]) is not None
+
+
+def test_parameters_in_another_order_are_not_cached(rows: AcmeOrder) -> None:
+    # Django sorts filter() keyword arguments: (slug, ca) compiles to (ca_id, slug).
+    lookup: Prepared[AcmeAccount] = Prepared(
+        lambda slug, ca_id: AcmeAccount.objects.filter(slug=slug, ca_id=ca_id).order_by()[:1])
+    for _ in range(2):
+        found = lookup.one(rows.account.slug, rows.account.ca_id)
+        assert found is not None and found.pk == rows.account_id
+    assert lookup._plans.get(connections["default"]) is None  # ran as a QuerySet both times, correctly
+    assert lookup.one("nope", rows.account.ca_id) is None
+
+
+def test_inside_a_transaction_sees_its_own_writes(rows: AcmeOrder) -> None:
+    lookups.order_by_slug.one(rows.slug)
+    with transaction.atomic():
+        AcmeOrder.objects.filter(pk=rows.pk).update(status="ready")
+        order = lookups.order_by_slug.one(rows.slug)
+        assert order is not None and order.status == "ready"
+        transaction.set_rollback(True)
+    order = lookups.order_by_slug.one(rows.slug)
+    assert order is not None and order.status == "pending"
