@@ -112,3 +112,27 @@ def test_inside_a_transaction_sees_its_own_writes(rows: AcmeOrder) -> None:
         transaction.set_rollback(True)
     order = lookups.order_by_slug.one(rows.slug)
     assert order is not None and order.status == "pending"
+
+
+def test_conditional_update_writes_what_queryset_update_writes(rows: AcmeOrder) -> None:
+    from pki_server.prepared import conditional_update
+
+    now = timezone.now()
+    twin = AcmeOrder.objects.create(account=rows.account, identifiers=rows.identifiers, expires=rows.expires)
+    values = {"status": "invalid", "error": {"type": "urn:x", "detail": "é"}, "processing_since": now}
+    assert conditional_update(AcmeOrder, rows.pk, values, status="pending") == 1
+    AcmeOrder.objects.filter(pk=twin.pk, status="pending").update(**values)
+    mine, theirs = AcmeOrder.objects.get(pk=rows.pk), AcmeOrder.objects.get(pk=twin.pk)
+    assert {k: getattr(mine, k) for k in values} == {k: getattr(theirs, k) for k in values} == values
+    # JSON null (SQL NULL, as update() writes it) and a cleared datetime.
+    assert conditional_update(AcmeOrder, rows.pk, {"error": None, "processing_since": None}) == 1
+    assert AcmeOrder.objects.filter(pk=rows.pk, error__isnull=True, processing_since__isnull=True).exists()
+    # The state condition: a row not in the expected state is left alone.
+    assert conditional_update(AcmeOrder, rows.pk, {"status": "ready"}, status="pending") == 0
+    assert AcmeOrder.objects.get(pk=rows.pk).status == "invalid"
+    # A free condition with a datetime parameter (the claim's lease).
+    later = now + timedelta(seconds=30)
+    lease = {"condition": "lease_until IS NULL OR lease_until < %s", "condition_params": (now,)}
+    assert conditional_update(AcmeOrder, rows.pk, {"lease_until": later}, status="invalid", **lease) == 1
+    assert conditional_update(AcmeOrder, rows.pk, {"lease_until": later}, status="invalid", **lease) == 0
+    assert AcmeOrder.objects.get(pk=rows.pk).lease_until == later

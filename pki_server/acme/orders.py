@@ -28,6 +28,7 @@ from pki_server.core.exceptions import PkiError, SigningPolicyError
 from pki_server.core.extensions import check_name_constraints
 from pki_server.core.models import Certificate, CertificateAuthority
 from pki_server.core.profiles import get_profile
+from pki_server.prepared import conditional_update
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def _authorization_for(account: AcmeAccount, identifier: Identifier, now: dateti
 def refresh_authorization(authz: AcmeAuthorization, now: datetime | None = None) -> AcmeAuthorization:
     now = now or timezone.now()
     if authz.status in (Authz.STATUS_PENDING, Authz.STATUS_VALID) and authz.expires <= now:
-        Authz.objects.filter(pk=authz.pk, status=authz.status).update(status=Authz.STATUS_EXPIRED)
+        conditional_update(Authz, authz.pk, {"status": Authz.STATUS_EXPIRED}, status=authz.status)
         authz.status = Authz.STATUS_EXPIRED
     return authz
 
@@ -164,7 +165,7 @@ def refresh_order(order: AcmeOrder) -> list[AcmeAuthorization] | None:
     else:
         new_status, error = AcmeOrder.STATUS_PENDING, None
     if new_status != order.status:
-        AcmeOrder.objects.filter(pk=order.pk, status=order.status).update(status=new_status, error=error)
+        conditional_update(AcmeOrder, order.pk, {"status": new_status, "error": error}, status=order.status)
         order.status, order.error = new_status, error
     return authzs
 
@@ -182,9 +183,9 @@ def start_challenge(challenge: AcmeChallenge, account_uri: str = "") -> bool:
     if authz.status != Authz.STATUS_PENDING:
         raise problems.malformed(f"The authorization is {authz.status}; its challenges can no longer be attempted.")
     now = timezone.now()
-    updated = Chall.objects.filter(pk=challenge.pk, status=Chall.STATUS_PENDING).update(
-        status=Chall.STATUS_PROCESSING, processing_since=now, account_uri=account_uri
-    )
+    updated = conditional_update(
+        Chall, challenge.pk, {"status": Chall.STATUS_PROCESSING, "processing_since": now, "account_uri": account_uri},
+        status=Chall.STATUS_PENDING)
     if updated:
         challenge.status, challenge.processing_since = Chall.STATUS_PROCESSING, now
     return bool(updated)
@@ -196,22 +197,20 @@ def finish_validation(
     """Store a validation's outcome and move the authorization and its orders on. False if it came late."""
     now = timezone.now()
     with transaction.atomic():
-        updated = Chall.objects.filter(pk=challenge_id, status=Chall.STATUS_PROCESSING).update(
-            status=Chall.STATUS_VALID if valid else Chall.STATUS_INVALID,
-            validated=now if valid else None, validation_record=record, error=error, processing_since=None,
-            lease_until=None,
-        )
+        updated = conditional_update(Chall, challenge_id, {
+            "status": Chall.STATUS_VALID if valid else Chall.STATUS_INVALID, "validated": now if valid else None,
+            "validation_record": record, "error": error, "processing_since": None, "lease_until": None,
+        }, status=Chall.STATUS_PROCESSING)
         if not updated:
             return False
         challenge = lookups.challenge_with_authorization.one(challenge_id)
         assert challenge is not None  # the UPDATE above found it, in this transaction
         authz = challenge.authorization
         if valid:
-            Authz.objects.filter(pk=authz.pk, status=Authz.STATUS_PENDING).update(
-                status=Authz.STATUS_VALID, expires=now + VALID_AUTHZ_LIFETIME
-            )
+            conditional_update(Authz, authz.pk, {"status": Authz.STATUS_VALID, "expires": now + VALID_AUTHZ_LIFETIME},
+                               status=Authz.STATUS_PENDING)
         else:
-            Authz.objects.filter(pk=authz.pk, status=Authz.STATUS_PENDING).update(status=Authz.STATUS_INVALID)
+            conditional_update(Authz, authz.pk, {"status": Authz.STATUS_INVALID}, status=Authz.STATUS_PENDING)
         for order in lookups.orders_of_authorization.all(authz.pk, AcmeOrder.STATUS_PENDING):
             refresh_order(order)
             if error is not None and order.status == AcmeOrder.STATUS_INVALID:
@@ -256,10 +255,10 @@ def finalize(order: AcmeOrder, payload: dict[str, Any], *, issue_now: bool = Fal
     identifiers = [Identifier(i["type"], i["value"]) for i in order.identifiers]
     policy.check_csr(csr, identifiers, _account_jwk(order.account))
     now = timezone.now()
-    updated = AcmeOrder.objects.filter(pk=order.pk, status=AcmeOrder.STATUS_READY).update(
-        status=AcmeOrder.STATUS_PROCESSING, processing_since=now,
-        csr=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
-    )
+    updated = conditional_update(AcmeOrder, order.pk, {
+        "status": AcmeOrder.STATUS_PROCESSING, "processing_since": now,
+        "csr": csr.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+    }, status=AcmeOrder.STATUS_READY)
     if not updated:  # another finalize won the race
         order.refresh_from_db()
         raise problems.order_not_ready(f"The order is {order.status}; it is being finalized already.")
@@ -285,11 +284,8 @@ def claim(model: type[AcmeOrder] | type[AcmeChallenge], pk: int, lease: timedelt
     a worker that dies loses it then, and the sweeper hands it to another."""
     now = timezone.now()
     processing = AcmeOrder.STATUS_PROCESSING if model is AcmeOrder else Chall.STATUS_PROCESSING
-    return bool(
-        model.objects.filter(pk=pk, status=processing)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=now + lease)
-    )
+    return bool(conditional_update(model, pk, {"lease_until": now + lease}, status=processing,
+                                   condition="lease_until IS NULL OR lease_until < %s", condition_params=(now,)))
 
 
 def release(model: type[AcmeOrder] | type[AcmeChallenge], pk: int) -> None:
@@ -329,9 +325,9 @@ def issue(order_id: int) -> AcmeOrder | None:
                 profile=ca.acme_profile, not_before=order.not_before, not_after=order.not_after,
                 extensions=[san],
             )
-            AcmeOrder.objects.filter(pk=order.pk).update(
-                status=AcmeOrder.STATUS_VALID, certificate=cert, processing_since=None, lease_until=None
-            )
+            conditional_update(AcmeOrder, order.pk, {
+                "status": AcmeOrder.STATUS_VALID, "certificate": cert.pk, "processing_since": None,
+                "lease_until": None})
         order.status, order.certificate, order.processing_since, order.lease_until = \
             AcmeOrder.STATUS_VALID, cert, None, None
     except (PkiError, ValueError) as ex:

@@ -28,6 +28,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from pki_server.acme import orders as acme_orders
 from pki_server.acme import worker as acme_worker
 from tests.acme import dnsserver
 from tests.acme.rawclient import PROBLEM, RawClient, make_csr, thumbprint, unique_name
@@ -38,7 +39,7 @@ pytestmark = [pytest.mark.scale, pytest.mark.postgres]
 URN = "urn:ietf:params:acme:error:"
 # orders.claim's lease on a challenge (worker.validate): the CAA check and the validation each get the timeout.
 VALIDATION_LEASE = 2 * VALIDATION_TIMEOUT + 5
-ISSUE_LEASE = acme_worker.ISSUE_LEASE.total_seconds()
+ISSUE_LEASE = acme_orders.ISSUE_LEASE.total_seconds()
 SWEEP = acme_worker.SWEEP_INTERVAL
 SLACK = 5.0  # a message hop, a validation on loopback, a poll interval
 CERTBOT_TIMEOUT = 90
