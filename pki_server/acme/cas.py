@@ -30,7 +30,19 @@ _lock = threading.Lock()
 
 def acme_ca(name: str | None) -> CertificateAuthority:
     """The ACME-enabled CA a URL names (None: the default one), or a 404 problem."""
-    ca = _lookup(name)
+    return _check(name, _lookup(name))
+
+
+def cached_acme_ca(name: str | None) -> CertificateAuthority | None:
+    """:func:`acme_ca` from the cache alone, without the database: None when it must be read."""
+    ttl = float(getattr(settings, "PKI_ACME_CA_CACHE_SECONDS", 5))
+    cached = _cache.get(name)
+    if cached is None or cached[1] is None or time.monotonic() - cached[0] >= ttl:
+        return None
+    return _check(name, cached[1])
+
+
+def _check(name: str | None, ca: CertificateAuthority | None) -> CertificateAuthority:
     if ca is None:
         if name is None:
             raise problems.not_found(

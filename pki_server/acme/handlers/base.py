@@ -21,7 +21,7 @@ from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 
 from pki_server.acme import accounts, jose, nonces, problems
-from pki_server.acme.cas import acme_ca
+from pki_server.acme.cas import acme_ca, cached_acme_ca
 from pki_server.acme.models import AcmeAccount
 from pki_server.acme.problems import AcmeProblem
 from pki_server.acme.urls import AcmeUrls
@@ -77,6 +77,9 @@ class AcmeHandler:
     """Subclasses set ``methods`` and implement ``get`` (GET/HEAD, no JWS) and/or ``post``."""
 
     methods: ClassVar[tuple[str, ...]] = ("POST",)
+    #: Whether ``get`` reads the database. If not, a GET whose CA is cached is answered on the event
+    #: loop, without the thread hop (the directory and newNonce).
+    get_reads_database: ClassVar[bool] = False
     #: "kid" (an account signs), "jwk" (a new key signs: newAccount) or "either" (revokeCert).
     signer: ClassVar[str] = "kid"
 
@@ -118,9 +121,13 @@ class AcmeHandler:
                     await nonces.redeem_in_redis(jws.nonce, remaining)
                 else:
                     spend_in_database = remaining
-            response = await sync_to_async(self._process, thread_sensitive=True)(
-                method, url, origin, ca_name, kwargs, jws, spend_in_database
-            )
+            ca = cached_acme_ca(ca_name) if method != "POST" and not self.get_reads_database else None
+            if ca is not None:
+                response = self.get(Request(method, url, AcmeUrls(origin, ca.name), ca, kwargs))
+            else:
+                response = await sync_to_async(self._process, thread_sensitive=True)(
+                    method, url, origin, ca_name, kwargs, jws, spend_in_database
+                )
             if response.dispatch:
                 from pki_server.acme.worker import dispatch
 
