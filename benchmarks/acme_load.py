@@ -1,19 +1,26 @@
 """An async ACME load client: N full orders at concurrency C against any directory URL, on loopback.
 
-Each of C worker coroutines registers one account (ES256), then takes orders from a shared count
-until N are done or ``--timeout`` is up: newOrder (one DNS name), authz, HTTP-01 challenge answered
-by this process's own responder (``--http01-port``), poll the authorization, finalize (a fresh
-P-256 key per order), poll the order, download the chain. Every certificate is checked: it parses,
-its only name is the ordered one, its key is the CSR's, and its chain verifies up to the server's
-root when ``--root-file``/``--root-url`` gives one (else: parse and names only).
+``--mode orders`` (the default): each of C worker coroutines registers one account (ES256), then
+takes orders from a shared count until N are done or ``--timeout`` is up: newOrder (one DNS name),
+authz, the challenge (``--challenge http-01``: answered by this process's own responder on
+``--http01-port``; ``dns-01``: a TXT record published at ``_acme-challenge.<name>``), poll the
+authorization, finalize (a fresh P-256 key per order), poll the order, download the chain. Every
+certificate is checked: it parses, its only name is the ordered one, its key is the CSR's, and its
+chain verifies up to the server's root when ``--root-file``/``--root-url`` gives one.
+
+``--mode nonce``: N ``HEAD newNonce`` at concurrency C (every nonce must be new). ``--mode ocsp``:
+first ``--ocsp-certs`` certificates are issued as above, then N OCSP POSTs at concurrency C to the
+URL of each certificate's AIA; every response must parse, be signed-successful, name the serial
+asked and say good.
 
 The server under test must validate against ``--http01-port`` and resolve the names to 127.0.0.1:
 ``--dns-port`` runs a DNS responder (tests/acme/dnsserver.py) in this process on that port, which
-answers each ordered name with 127.0.0.1 (pki-server: PKI_ACME_DNS_RESOLVERS=127.0.0.1:<port>);
-Pebble uses pebble-challtestsrv, which answers every name with 127.0.0.1 anyway.
+answers each ordered name with 127.0.0.1 and serves the dns-01 TXT records (pki-server:
+PKI_ACME_DNS_RESOLVERS=127.0.0.1:<port>). Pebble uses pebble-challtestsrv, which answers every name
+with 127.0.0.1 anyway; for dns-01 the TXT records go to its management API (``--challtestsrv``).
 
 Output: ONE JSON line on standard output (see README.md for the fields). Exit status 0 when every
-order succeeded, 1 when some failed or the time ran out, 2 on bad arguments.
+order (request) succeeded, 1 when some failed or the time ran out, 2 on bad arguments.
 
     python benchmarks/acme_load.py http://127.0.0.1:8000/acme/directory -n 100 -c 16 \\
         --http01-port 5002 --dns-port 5353 --server-pid 1234
@@ -53,7 +60,7 @@ from cryptography.x509.oid import NameOID
 ROOT = Path(__file__).resolve().parents[1]
 JOSE = "application/jose+json"
 URN = "urn:ietf:params:acme:error:"
-STEPS = ("newOrder", "authz", "challenge", "pollAuthz", "finalize", "pollOrder", "download")
+STEPS = ("newOrder", "authz", "publish", "challenge", "pollAuthz", "finalize", "pollOrder", "download")
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 
 
@@ -262,6 +269,31 @@ class Run:
         self.next_index = 0
         self.run_id = uuid.uuid4().hex[:8]
         self.deadline = 0.0
+        self.issued: list[tuple[x509.Certificate, x509.Certificate]] = []  # (leaf, issuer), for --mode ocsp
+        self.challtestsrv: httpx.AsyncClient | None = None
+
+    # --- dns-01 records ---
+
+    async def publish_txt(self, name: str, value: str) -> None:
+        """The TXT record ``name`` = ``value``: in our DNS responder, or through pebble-challtestsrv's API."""
+        if self.args.challtestsrv:
+            await self._challtestsrv("set-txt", {"host": name + ".", "value": value})
+        else:
+            self.dns.records[(name, "TXT")] = [value]
+
+    async def clear_txt(self, name: str) -> None:
+        if self.args.challtestsrv:
+            await self._challtestsrv("clear-txt", {"host": name + "."})
+        else:
+            self.dns.records.pop((name, "TXT"), None)
+
+    async def _challtestsrv(self, command: str, body: dict[str, str]) -> None:
+        assert self.challtestsrv is not None
+        url = f"{self.args.challtestsrv.rstrip('/')}/{command}"
+        check_loopback(url)
+        response = await self.challtestsrv.post(url, json=body)
+        if response.status_code != 200:
+            raise LoadError(f"publish: pebble-challtestsrv {command}: status {response.status_code}")
 
     # --- requests ---
 
@@ -335,6 +367,8 @@ class Worker:
         if run.dns is not None:
             run.dns.records[(name, "A")] = ["127.0.0.1"]
         timings: dict[str, float] = {}
+        token: str | None = None  # the HTTP-01 token, or the dns-01 record, to remove at the end
+        txt_name: str | None = None
         started = last = time.perf_counter()
 
         def lap(step: str) -> None:
@@ -354,15 +388,22 @@ class Worker:
             authz = (await self.post("authz", authz_url, None)).json()
             lap("authz")
             if authz.get("status") != "valid":
-                challenge = next((c for c in authz.get("challenges", []) if c.get("type") == "http-01"), None)
+                kind = run.args.challenge
+                challenge = next((c for c in authz.get("challenges", []) if c.get("type") == kind), None)
                 if challenge is None:
-                    raise LoadError(f"authz: no http-01 challenge: {json.dumps(authz)[:300]}")
-                run.responder.tokens[challenge["token"]] = f"{challenge['token']}.{self.key.thumbprint}"
+                    raise LoadError(f"authz: no {kind} challenge: {json.dumps(authz)[:300]}")
+                key_authorization = f"{challenge['token']}.{self.key.thumbprint}"
+                if kind == "http-01":
+                    token = challenge["token"]
+                    run.responder.tokens[token] = key_authorization
+                else:
+                    txt_name = f"_acme-challenge.{name}"
+                    await run.publish_txt(txt_name, b64(hashlib.sha256(key_authorization.encode()).digest()))
+                lap("publish")
                 await self.post("challenge", challenge["url"], {})
                 lap("challenge")
                 await self.poll("pollAuthz", authz_url, ("pending",), "valid")
                 lap("pollAuthz")
-                run.responder.tokens.pop(challenge["token"], None)
             cert_key = ec.generate_private_key(ec.SECP256R1())
             csr = (x509.CertificateSigningRequestBuilder()
                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -379,7 +420,10 @@ class Worker:
                 raise LoadError(f"pollOrder: a valid order without a certificate URL: {json.dumps(order)[:300]}")
             pem = (await self.post("download", order["certificate"], None)).content
             lap("download")
-            verify_chain(pem, name, cert_key.public_key(), run.roots)
+            chain = verify_chain(pem, name, cert_key.public_key(), run.roots)
+            finished = time.perf_counter()
+            if run.args.mode == "ocsp" and len(chain) > 1:
+                run.issued.append((chain[0], chain[1]))
         except (LoadError, httpx.HTTPError, ValueError, KeyError, TypeError) as error:
             message = str(error) if isinstance(error, LoadError) else f"{type(error).__name__}: {error}"
             run.stats.fail(message)
@@ -387,7 +431,14 @@ class Worker:
         finally:
             if run.dns is not None:
                 run.dns.records.pop((name, "A"), None)
-        run.stats.flows.append(time.perf_counter() - started)
+            if token is not None:
+                run.responder.tokens.pop(token, None)
+            if txt_name is not None:
+                try:
+                    await run.clear_txt(txt_name)
+                except (LoadError, httpx.HTTPError) as error:
+                    run.stats.fail(f"clearTxt: {error}")
+        run.stats.flows.append(finished - started)
         for step, seconds in timings.items():
             run.stats.steps[step].append(seconds)
         run.stats.completed += 1
@@ -400,7 +451,8 @@ def _problem_type(response: httpx.Response) -> str | None:
         return None
 
 
-def verify_chain(pem: bytes, name: str, public_key: ec.EllipticCurvePublicKey, roots: list[x509.Certificate]) -> None:
+def verify_chain(pem: bytes, name: str, public_key: ec.EllipticCurvePublicKey,
+                 roots: list[x509.Certificate]) -> list[x509.Certificate]:
     """The leaf names ``name`` only and holds ``public_key``; each certificate is signed by the next, the last
     by one of ``roots`` (when given), and all are valid now."""
     try:
@@ -430,6 +482,7 @@ def verify_chain(pem: bytes, name: str, public_key: ec.EllipticCurvePublicKey, r
                 raise LoadError(f"verify: the chain does not lead to the given root ({last.issuer.rfc4514_string()})")
     except (ValueError, TypeError) as error:
         raise LoadError(f"verify: the chain does not verify: {error}") from None
+    return chain
 
 
 def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
@@ -457,13 +510,22 @@ async def run_load(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
         directory = response.json()
         for key in ("newNonce", "newAccount", "newOrder"):
             check_loopback(directory[key])
+        if args.mode == "nonce":
+            return await run_nonces(args, directory, http)
         responder = Http01Responder(args.http01_host, args.http01_port)
-        await responder.start()
+        if args.http01_port:
+            await responder.start()
         dns = make_dns_server(args.dns_port) if args.dns_port else None
         if dns is not None:
             await dns.start()
+        run = Run(args, directory, http, responder, dns, roots)
         try:
-            return await _run(args, Run(args, directory, http, responder, dns, roots))
+            async with httpx.AsyncClient(timeout=args.request_timeout, trust_env=False) as challtestsrv:
+                run.challtestsrv = challtestsrv
+                result, ok = await _run(args, run)
+                if args.mode == "ocsp":
+                    return await run_ocsp(args, run, result, ok)
+                return result, ok
         finally:
             await responder.stop()
             if dns is not None:
@@ -494,8 +556,10 @@ async def _run(args: argparse.Namespace, run: Run) -> tuple[dict[str, Any], bool
     for error in account_errors:
         run.stats.fail(f"newAccount: {error}" if not error.startswith("newAccount") else error)
 
+    orders = args.ocsp_certs if args.mode == "ocsp" else args.orders
+
     async def work(worker: Worker) -> None:
-        while run.next_index < args.orders and time.monotonic() < run.deadline:
+        while run.next_index < orders and time.monotonic() < run.deadline:
             index = run.next_index
             run.next_index += 1
             await worker.order(index)
@@ -516,15 +580,18 @@ async def _run(args: argparse.Namespace, run: Run) -> tuple[dict[str, Any], bool
     client_cpu = _client_cpu() - client_before
 
     stats = run.stats
-    unfinished = args.orders - stats.completed - sum(v for k, v in stats.failures.items() if k != "newAccount")
+    unfinished = orders - stats.completed - sum(v for k, v in stats.failures.items() if k not in
+                                                ("newAccount", "clearTxt"))
     if unfinished > 0:
         timed_out = True
         stats.failures["notFinished"] += unfinished
     server_cpu = None if cpu_before is None or cpu_after is None else round(cpu_after - cpu_before, 3)
     result = {
         "label": args.label,
+        "mode": "orders",
+        "challenge": args.challenge,
         "directory": args.directory,
-        "orders": args.orders,
+        "orders": orders,
         "concurrency": args.concurrency,
         "completed": stats.completed,
         "failures": sum(stats.failures.values()),
@@ -547,7 +614,141 @@ async def _run(args: argparse.Namespace, run: Run) -> tuple[dict[str, Any], bool
         "pollInterval": args.poll_interval,
         "chainVerified": bool(run.roots),
     }
-    return result, stats.completed == args.orders and not stats.failures
+    return result, stats.completed == orders and not stats.failures
+
+
+# --- --mode nonce and --mode ocsp -----------------------------------------------------------------------------------
+
+
+async def _measure_requests(args: argparse.Namespace, count: int, one: Any) -> dict[str, Any]:
+    """``count`` calls of ``await one(index)`` by ``args.concurrency`` coroutines: timings, failures, server CPU.
+    ``one`` raises LoadError (or an httpx error) for a failed request."""
+    stats = Stats()
+    latencies: list[float] = []
+    next_index = 0
+    deadline = time.monotonic() + args.timeout
+
+    async def work() -> None:
+        nonlocal next_index
+        while next_index < count and time.monotonic() < deadline:
+            index = next_index
+            next_index += 1
+            started = time.perf_counter()
+            try:
+                await one(index)
+            except (LoadError, httpx.HTTPError, ValueError) as error:
+                stats.fail(str(error) if isinstance(error, LoadError) else f"request: {type(error).__name__}: "
+                           f"{error}")
+                continue
+            latencies.append(time.perf_counter() - started)
+            stats.completed += 1
+
+    cpu_before = cpu_seconds(args.server_pid) if args.server_pid else None
+    client_before = _client_cpu()
+    started = time.perf_counter()
+    tasks = [asyncio.create_task(work()) for _ in range(args.concurrency)]
+    _done, pending = await asyncio.wait(tasks, timeout=args.timeout + 1)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    elapsed = time.perf_counter() - started
+    cpu_after = cpu_seconds(args.server_pid) if args.server_pid else None
+    client_cpu = _client_cpu() - client_before
+    unfinished = count - stats.completed - sum(stats.failures.values())
+    if unfinished > 0:
+        stats.failures["notFinished"] += unfinished
+    server_cpu = None if cpu_before is None or cpu_after is None else round(cpu_after - cpu_before, 3)
+    return {
+        "measured": count,
+        "concurrency": args.concurrency,
+        "completed": stats.completed,
+        "failures": sum(stats.failures.values()),
+        "failuresBy": dict(stats.failures),
+        "failureSamples": stats.failure_samples,
+        "timedOut": bool(pending) or unfinished > 0,
+        "seconds": round(elapsed, 3),
+        "requestsPerSecond": round(stats.completed / elapsed, 3) if elapsed > 0 else None,
+        "latencyMs": percentiles(latencies),
+        "serverPids": args.server_pid,
+        "serverCpuSeconds": server_cpu,
+        "serverCpuPerRequest": round(server_cpu / stats.completed, 6) if server_cpu is not None and stats.completed
+        else None,
+        "clientCpuSeconds": round(client_cpu, 3),
+    }
+
+
+async def run_nonces(args: argparse.Namespace, directory: dict[str, Any],
+                     http: httpx.AsyncClient) -> tuple[dict[str, Any], bool]:
+    """N HEAD newNonce at concurrency C; each must answer 200 with a Replay-Nonce never seen before."""
+    url = directory["newNonce"]
+    seen: set[str] = set()
+
+    async def one(_index: int) -> None:
+        check_loopback(url)
+        response = await http.head(url)
+        nonce = response.headers.get("Replay-Nonce")
+        if response.status_code not in (200, 204) or not nonce:
+            raise LoadError(f"newNonce: status {response.status_code}, Replay-Nonce {nonce!r}")
+        if nonce in seen:
+            raise LoadError(f"newNonce: the nonce {nonce!r} came twice")
+        seen.add(nonce)
+
+    measured = await _measure_requests(args, args.orders, one)
+    result = {"label": args.label, "mode": "nonce", "directory": args.directory, **measured}
+    return result, measured["completed"] == args.orders
+
+
+def ocsp_request(leaf: x509.Certificate, issuer: x509.Certificate) -> tuple[str, bytes]:
+    """The OCSP URL of the leaf's AIA and a DER OCSP request for it (SHA-1 CertID, as OpenSSL sends)."""
+    from cryptography.x509 import ocsp
+
+    try:
+        aia = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        raise LoadError("ocsp: the certificate has no AIA extension") from None
+    urls = [d.access_location.value for d in aia if d.access_method == x509.AuthorityInformationAccessOID.OCSP]
+    if not urls:
+        raise LoadError("ocsp: the certificate's AIA names no OCSP responder")
+    check_loopback(urls[0])
+    request = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()  # noqa: S303
+    return urls[0], request.public_bytes(serialization.Encoding.DER)
+
+
+def check_ocsp_response(der: bytes, serial: int) -> None:
+    from cryptography.x509 import ocsp
+
+    try:
+        answer = ocsp.load_der_ocsp_response(der)
+    except ValueError as error:
+        raise LoadError(f"ocsp: the response does not parse: {error}") from None
+    if answer.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        raise LoadError(f"ocsp: response status {answer.response_status.name}")
+    if answer.serial_number != serial:
+        raise LoadError(f"ocsp: the response is for serial {answer.serial_number:x}, not {serial:x}")
+    if answer.certificate_status != ocsp.OCSPCertStatus.GOOD:
+        raise LoadError(f"ocsp: certificate status {answer.certificate_status.name}, not GOOD")
+
+
+async def run_ocsp(args: argparse.Namespace, run: Run, issuance: dict[str, Any],
+                   issued_ok: bool) -> tuple[dict[str, Any], bool]:
+    """After the orders of ``_run`` (``--ocsp-certs`` of them): N OCSP POSTs, round robin over the certificates."""
+    summary = {key: issuance[key] for key in ("completed", "failures", "failuresBy", "failureSamples", "seconds")}
+    if not run.issued:
+        return {"label": args.label, "mode": "ocsp", "directory": args.directory, "issuance": summary,
+                "error": "no certificate was issued"}, False
+    requests = [(*ocsp_request(leaf, issuer), leaf.serial_number) for leaf, issuer in run.issued]
+
+    async def one(index: int) -> None:
+        url, body, serial = requests[index % len(requests)]
+        response = await run.http.post(url, content=body, headers={"Content-Type": "application/ocsp-request"})
+        if response.status_code != 200:
+            raise LoadError(f"ocsp: status {response.status_code}")
+        check_ocsp_response(response.content, serial)
+
+    measured = await _measure_requests(args, args.orders, one)
+    result = {"label": args.label, "mode": "ocsp", "directory": args.directory, "ocspUrl": requests[0][0],
+              "certificates": len(requests), "issuance": summary, **measured}
+    return result, issued_ok and measured["completed"] == args.orders
 
 
 def _client_cpu() -> float:
@@ -559,14 +760,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", help="The ACME directory URL (loopback only).")
-    parser.add_argument("-n", "--orders", type=int, default=100, help="Orders to run (default: 100).")
+    parser.add_argument("--mode", choices=("orders", "nonce", "ocsp"), default="orders",
+                        help="orders: full ACME orders (default); nonce: HEAD newNonce only; ocsp: OCSP POSTs for "
+                             "certificates issued first.")
+    parser.add_argument("-n", "--orders", type=int, default=100,
+                        help="Orders to run (default: 100); requests with --mode nonce/ocsp.")
+    parser.add_argument("--challenge", choices=("http-01", "dns-01"), default="http-01",
+                        help="The challenge answered (default: http-01). dns-01 needs --dns-port or --challtestsrv.")
+    parser.add_argument("--challtestsrv", metavar="URL",
+                        help="pebble-challtestsrv's management URL: dns-01 TXT records are set there (set-txt, "
+                             "clear-txt) instead of in --dns-port's responder.")
+    parser.add_argument("--ocsp-certs", type=int, default=4,
+                        help="--mode ocsp: certificates issued first, then asked for round robin (default: 4).")
     parser.add_argument("-c", "--concurrency", type=int, default=4, help="Worker coroutines, one account each.")
     parser.add_argument("--timeout", type=float, default=120.0, help="Seconds for the whole run (default: 120).")
     parser.add_argument("--request-timeout", type=float, default=30.0, help="Seconds for one HTTP request.")
     parser.add_argument("--poll-interval", type=float, default=0.05,
                         help="Seconds between polls of an authorization or order (default: 0.05; Retry-After is "
                              "not followed, so that every server is polled alike).")
-    parser.add_argument("--http01-port", type=int, required=True, help="Port of this client's HTTP-01 responder.")
+    parser.add_argument("--http01-port", type=int, default=0,
+                        help="Port of this client's HTTP-01 responder (needed for http-01 orders).")
     parser.add_argument("--http01-host", default="127.0.0.1", help="Address of the HTTP-01 responder.")
     parser.add_argument("--dns-port", type=int, default=0,
                         help="Run a DNS responder on 127.0.0.1:PORT (UDP+TCP) answering the ordered names.")
@@ -577,11 +790,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="A server process whose CPU time (with its children) is measured; repeatable.")
     parser.add_argument("--label", default="", help="A name for the server in the output.")
     args = parser.parse_args(argv)
-    for name in ("orders", "concurrency", "http01_port"):
+    for name in ("orders", "concurrency", "ocsp_certs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.orders > 100_000 or args.concurrency > 1000:
-        parser.error("--orders is at most 100000 and --concurrency at most 1000")
+    if args.orders > 1_000_000 or args.concurrency > 1000 or args.ocsp_certs > 1000:
+        parser.error("--orders is at most 1000000, --concurrency and --ocsp-certs at most 1000")
+    if args.mode != "nonce" and args.challenge == "http-01" and not 0 < args.http01_port < 65536:
+        parser.error("http-01 orders need --http01-port")
+    if args.mode != "nonce" and args.challenge == "dns-01" and not (args.dns_port or args.challtestsrv):
+        parser.error("dns-01 orders need --dns-port (our DNS responder) or --challtestsrv (Pebble's)")
+    if args.challtestsrv and not is_loopback_host(urlsplit(args.challtestsrv).hostname):
+        parser.error(f"--challtestsrv {args.challtestsrv!r} is not on a loopback address")
     if args.timeout <= 0 or args.timeout > 3600:
         parser.error("--timeout must be between 0 and 3600 seconds")
     if not is_loopback_host(args.http01_host):

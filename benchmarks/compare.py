@@ -1,215 +1,195 @@
-"""Pebble and pki-server side by side: the same ACME load (benchmarks/acme_load.py) against both, in one run.
+"""Pebble and pki-server side by side: the same ACME load (benchmarks/acme_load.py) against each, in one run.
 
-It starts, on loopback only and each in a temporary directory:
+The servers (benchmarks/servers.py), all on loopback and in a temporary directory: Pebble (with
+pebble-challtestsrv), pki-server ``embedded`` (SQLite, one ``serve`` with its in-process worker) and pki-server
+``scaled`` (PostgreSQL + Redis, two ``serve --no-worker`` and one ``worker`` behind a round-robin balancer).
 
-- Pebble (Debian package ``pebble``) with a TLS certificate made here for its listener (its CA is
-  written to ``pebble.minica.pem``), PEBBLE_VA_NOSLEEP=1 and PEBBLE_WFE_NONCEREJECT=0, and
-  ``pebble-challtestsrv`` as its DNS server (every name is 127.0.0.1; its HTTP-01 listeners are off);
-- pki-server embedded: its own PKI_DATA_DIR, ``pki-server init``, ``pki-server serve`` (SQLite, the ACME
-  worker in the same process), validating against the load client's HTTP-01 responder and resolving
-  through the load client's DNS responder (PKI_ACME_DNS_RESOLVERS).
+For each challenge (http-01, dns-01) and concurrency C (1, 4, 16) it runs N orders against Pebble and then each
+pki-server topology (after a few warm-up orders against each), and prints one table with the ratios
+pki-server / Pebble. Optional extras: ``--modes nonce,ocsp`` (requests only, see acme_load.py), ``--big-db``
+(C=16 HTTP-01 on an embedded database filled with 100,000 orders and certificates, against the same on an
+empty one) and ``--memory N`` (the embedded server's resident memory through N orders at C=16).
 
-Then for each concurrency (default 1, 4, 16) it runs N HTTP-01 orders against Pebble, then against
-pki-server (a few warm-up orders first), and prints a table and the ratios pki-server / Pebble.
-
-    python benchmarks/compare.py                 # N=100 per scenario, C = 1, 4, 16
-    python benchmarks/compare.py -n 50 -c 4 -c 16 --json results.jsonl
+    python benchmarks/compare.py                                    # everything but the extras, N=100
+    python benchmarks/compare.py -n 20 -c 16 --topology embedded --challenge dns-01
+    python benchmarks/compare.py --topology none --big-db --memory 10000 --json results.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from servers import Target, free_port, pebble, pki_embedded, pki_scaled, rss_bytes
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LOAD = HERE / "acme_load.py"
+TOPOLOGIES = ("embedded", "scaled")
+CHALLENGES = ("http-01", "dns-01")
+MODES = ("orders", "nonce", "ocsp")
+MB = 1024 * 1024
 
 
-def free_port(udp_too: bool = False) -> int:
-    for _attempt in range(50):
-        with socket.socket() as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            if not udp_too:
-                return port
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port on 127.0.0.1")
+class Bench:
+    """The ports the load client listens on, the options, and every result line so far."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.http01_port, self.dns_port = free_port(), free_port(udp_too=True)
+        self.lines: list[dict[str, Any]] = []
+
+    def load(self, target: Target, count: int, concurrency: int, *extra: str, mode: str = "orders",
+             challenge: str = "http-01", scenario: str = "", record: bool = True) -> dict[str, Any]:
+        """One run of acme_load.py against ``target``; its JSON line (with ``scenario`` and ``server``)."""
+        args = self.args
+        command = [sys.executable, str(LOAD), target.directory, "-n", str(count), "-c", str(concurrency),
+                   "--mode", mode, "--challenge", challenge, "--http01-port", str(self.http01_port),
+                   "--timeout", str(args.timeout), "--poll-interval", str(args.poll_interval),
+                   "--label", target.label, *target.load_args, *extra]
+        for pid in target.pids:
+            command += ["--server-pid", str(pid)]
+        result = subprocess.run(command, capture_output=True, text=True,  # noqa: S603
+                                timeout=args.timeout + 120, cwd=ROOT)
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        data: dict[str, Any] = json.loads(lines[-1]) if lines else {
+            "label": target.label, "error": f"no output (exit {result.returncode}): {result.stderr[-1000:]}"}
+        data.update({"scenario": scenario, "server": target.label})
+        if record:
+            self.lines.append(data)
+        rate = data.get("ordersPerSecond", data.get("requestsPerSecond", data.get("error")))
+        print(f"# {scenario} {target.label}: {rate} per second, {data.get('failures', '?')} failures",
+              file=sys.stderr, flush=True)
+        return data
+
+    def warm_up(self, target: Target) -> None:
+        if self.args.warmup:
+            for challenge in self.args.challenges:
+                warm = self.load(target, self.args.warmup, 1, challenge=challenge, scenario="warm-up", record=False)
+                if warm.get("completed") != self.args.warmup:
+                    raise RuntimeError(f"warm-up against {target.label} failed: {json.dumps(warm)[:1500]}")
 
 
-def wait_for(url: str, process: subprocess.Popen[bytes], log: Path, verify: Any = True, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited ({process.returncode}): {log.read_text()[-2000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, verify=verify, timeout=1, trust_env=False).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer in {seconds:.0f} s: {log.read_text()[-2000:]}")
+# --- the scenarios ----------------------------------------------------------------------------------------------
 
 
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
+def main_scenarios(bench: Bench) -> None:
+    """For each challenge and C: Pebble and each topology; then the request-only modes."""
+    args = bench.args
+    if not args.topologies and not args.pebble:
         return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
+    with contextlib.ExitStack() as stack:
+        targets: list[Target] = []
+        if args.pebble:
+            targets.append(stack.enter_context(pebble(bench.workdir / "pebble", bench.http01_port)))
+        if "embedded" in args.topologies:
+            targets.append(stack.enter_context(
+                pki_embedded(bench.workdir / "embedded", bench.http01_port, bench.dns_port)))
+        if "scaled" in args.topologies:
+            targets.append(stack.enter_context(pki_scaled(bench.workdir / "scaled", bench.http01_port,
+                                                          bench.dns_port, per_request=args.balancer_per_request)))
+        for target in targets:
+            bench.warm_up(target)
+        if "orders" in args.modes:
+            for challenge in args.challenges:
+                for concurrency in args.concurrencies:
+                    for target in targets:
+                        bench.load(target, args.orders, concurrency, challenge=challenge,
+                                   scenario=f"{challenge} C={concurrency}")
+        for mode in ("nonce", "ocsp"):
+            if mode in args.modes:
+                for concurrency in args.concurrencies:
+                    for target in targets:
+                        if mode == "ocsp" and target.label == "pebble":
+                            continue  # our Pebble runs without an OCSP responder
+                        bench.load(target, args.requests, concurrency, mode=mode, scenario=f"{mode} C={concurrency}")
 
 
-def make_minica(directory: Path) -> tuple[Path, Path, Path]:
-    """A throw-away CA and a certificate for 127.0.0.1/localhost signed by it: (ca.pem, cert.pem, key.pem)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "benchmark minica")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])).issuer_name(ca_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    paths = directory / "pebble.minica.pem", directory / "cert.pem", directory / "key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return paths
+def big_db(bench: Bench) -> None:
+    """C=16 HTTP-01 on an empty embedded database, then on one filled with --big-db-size orders."""
+    args = bench.args
+    results = {}
+    for label, fill in (("embedded-empty", 0), ("embedded-big", args.big_db_size)):
+        with pki_embedded(bench.workdir / label, bench.http01_port, bench.dns_port, label=label,
+                          fill=fill) as target:
+            bench.warm_up(target)
+            results[label] = bench.load(target, args.big_db_orders, 16, scenario="big-db http-01 C=16")
+    empty, big = results["embedded-empty"], results["embedded-big"]
+    summary = {"scenario": "big-db", "mode": "big-db", "fill": args.big_db_size, "orders": args.big_db_orders,
+               "concurrency": 16,
+               "ordersPerSecondRatio": _ratio(big.get("ordersPerSecond"), empty.get("ordersPerSecond")),
+               "cpuPerOrderRatio": _ratio(big.get("serverCpuPerOrder"), empty.get("serverCpuPerOrder")),
+               "p95FlowRatio": _ratio(_p95(big), _p95(empty))}
+    bench.lines.append(summary)
 
 
-@dataclass
-class Target:
-    """A running server and what the load client needs to know about it."""
-    label: str
-    directory: str
-    pids: list[int]
-    load_args: list[str] = field(default_factory=list)
+def memory(bench: Bench) -> None:
+    """N orders at C=16 in 20 chunks against a fresh embedded server; its RSS after each chunk and at most."""
+    args = bench.args
+    total, chunks = args.memory, min(20, args.memory)
+    with pki_embedded(bench.workdir / "embedded-memory", bench.http01_port, bench.dns_port,
+                      label="embedded-memory") as target:
+        pid = target.pids[0]
+        bench.warm_up(target)
+        samples: list[int] = []
+        done = threading.Event()
 
+        def sample() -> None:
+            while not done.is_set():
+                value = rss_bytes(pid)
+                if value is not None:
+                    samples.append(value)
+                done.wait(0.25)
 
-@contextlib.contextmanager
-def pebble(workdir: Path, http01_port: int) -> Iterator[Target]:
-    tools = {tool: shutil.which(tool) for tool in ("pebble", "pebble-challtestsrv")}
-    for tool, path in tools.items():
-        if path is None:
-            raise RuntimeError(f"{tool} is not installed (Debian: apt-get install -y pebble)")
-    workdir.mkdir()
-    ca_file, cert_file, key_file = make_minica(workdir)
-    port, management, dns_port, challtest_management = free_port(), free_port(), free_port(True), free_port()
-    config = {"pebble": {
-        "listenAddress": f"127.0.0.1:{port}", "managementListenAddress": f"127.0.0.1:{management}",
-        "certificate": str(cert_file), "privateKey": str(key_file),
-        "httpPort": http01_port, "tlsPort": free_port(), "ocspResponderURL": "",
-        "externalAccountBindingRequired": False,
-    }}
-    (workdir / "pebble-config.json").write_text(json.dumps(config, indent=2))
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PEBBLE_")}
-    env.update({"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"})
-    challtest_log, pebble_log = workdir / "challtestsrv.log", workdir / "pebble.log"
-    challtest = server = None
-    try:
-        with challtest_log.open("wb") as log:
-            challtest = subprocess.Popen(  # noqa: S603 (our own argument list)
-                [str(tools["pebble-challtestsrv"]), "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-http01", "",
-                 "-https01", "", "-tlsalpn01", "", "-dns01", f"127.0.0.1:{dns_port}",
-                 "-management", f"127.0.0.1:{challtest_management}"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
-        with pebble_log.open("wb") as log:
-            server = subprocess.Popen(  # noqa: S603
-                [str(tools["pebble"]), "-config", str(workdir / "pebble-config.json"),
-                 "-dnsserver", f"127.0.0.1:{dns_port}"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
-        directory = f"https://127.0.0.1:{port}/dir"
-        wait_for(directory, server, pebble_log, verify=str(ca_file))
-        yield Target("pebble", directory, [server.pid],
-                     ["--ca-file", str(ca_file), "--root-url", f"https://127.0.0.1:{management}/roots/0"])
-    finally:
-        stop(server)
-        stop(challtest)
-
-
-@contextlib.contextmanager
-def pki_server(workdir: Path, http01_port: int, dns_port: int) -> Iterator[Target]:
-    workdir.mkdir()
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PKI_")}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    env.update({
-        "PKI_DATA_DIR": str(workdir),
-        "PKI_PORT": str(port),
-        "PKI_ACME_HTTP01_PORT": str(http01_port),
-        "PKI_ACME_DNS_RESOLVERS": f"127.0.0.1:{dns_port}",
-        "PKI_ACME_VALIDATION_DENY_NETWORKS": "none",  # loopback is denied by default; we validate on loopback
+        sampler = threading.Thread(target=sample, daemon=True)
+        start_rss = rss_bytes(pid)
+        sampler.start()
+        after: list[dict[str, Any]] = []
+        completed = failures = 0
+        started = time.monotonic()
+        try:
+            for chunk in range(chunks):
+                count = total // chunks + (1 if chunk < total % chunks else 0)
+                data = bench.load(target, count, 16, scenario=f"memory chunk {chunk + 1}/{chunks}", record=False)
+                completed += data.get("completed", 0)
+                failures += data.get("failures", 1)
+                rss = rss_bytes(pid)
+                after.append({"orders": completed, "rssMb": round(rss / MB, 1) if rss else None,
+                              "ordersPerSecond": data.get("ordersPerSecond")})
+        finally:
+            done.set()
+            sampler.join(timeout=5)
+    rss_values = [a["rssMb"] for a in after if a["rssMb"] is not None]
+    half = rss_values[len(rss_values) // 2:]
+    bench.lines.append({
+        "scenario": "memory", "mode": "memory", "server": "embedded", "orders": total, "concurrency": 16,
+        "completed": completed, "failures": failures, "seconds": round(time.monotonic() - started, 1),
+        "startRssMb": round(start_rss / MB, 1) if start_rss else None,
+        "maxRssMb": round(max(samples) / MB, 1) if samples else None, "afterChunks": after,
+        "growthSecondHalfMb": round(half[-1] - half[0], 1) if len(half) > 1 else None,
     })
-    command = [sys.executable, "-m", "pki_server"]
-    subprocess.run([*command, "init"], env=env, cwd=workdir, check=True,  # noqa: S603
-                   capture_output=True, timeout=120)
-    subprocess.run([*command, "dump_ca", "root", str(workdir / "root.pem")],  # noqa: S603
-                   env=env, cwd=workdir, check=True, capture_output=True, timeout=60)
-    log_path = workdir / "serve.log"
-    server = None
-    try:
-        with log_path.open("wb") as log:
-            server = subprocess.Popen([*command, "serve", "--port", str(port)],  # noqa: S603
-                                      env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-        directory = f"http://127.0.0.1:{port}/acme/directory"
-        wait_for(directory, server, log_path)
-        yield Target("pki-server", directory, [server.pid],
-                     ["--dns-port", str(dns_port), "--root-file", str(workdir / "root.pem")])
-    finally:
-        stop(server)
 
 
-def run_load(target: Target, orders: int, concurrency: int, http01_port: int, timeout: float,
-             poll_interval: float) -> dict[str, Any]:
-    command = [sys.executable, str(LOAD), target.directory, "-n", str(orders), "-c", str(concurrency),
-               "--http01-port", str(http01_port), "--timeout", str(timeout), "--poll-interval", str(poll_interval),
-               "--label", target.label, *target.load_args]
-    for pid in target.pids:
-        command += ["--server-pid", str(pid)]
-    result = subprocess.run(command, capture_output=True, text=True,  # noqa: S603
-                            timeout=timeout + 60, cwd=ROOT)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        return {"label": target.label, "error": f"no output (exit {result.returncode}): {result.stderr[-1000:]}"}
-    data: dict[str, Any] = json.loads(lines[-1])
-    return data
+# --- the table ----------------------------------------------------------------------------------------------------
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def _p95(data: dict[str, Any]) -> Any:
+    return (data.get("flowMs") or {}).get("p95")
 
 
 def fmt(value: Any, digits: int = 1) -> str:
@@ -220,90 +200,161 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def ratio(a: Any, b: Any) -> str:
-    if not a or not b:
-        return "-"
-    return f"{a / b:.2f}x"
-
-
-def print_table(results: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> None:
-    header = (f"{'C':>3} {'server':<11} {'done':>5} {'fail':>4} {'orders/s':>9} {'CPU ms/order':>12} "
-              f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'badNonce':>8}")
-    print(header)
-    print("-" * len(header))
-    for concurrency, peb, pki in results:
-        for data in (peb, pki):
+def print_table(lines: list[dict[str, Any]]) -> None:
+    runs = [d for d in lines if "server" in d and d.get("mode") not in ("memory", "big-db")]  # not summaries
+    orders = [d for d in runs if d.get("mode", "orders") == "orders"]
+    requests = [d for d in runs if d.get("mode") in ("nonce", "ocsp")]
+    if orders:
+        header = (f"{'scenario':<22} {'server':<15} {'done':>5} {'fail':>4} {'orders/s':>9} {'CPU ms/order':>12} "
+                  f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'badNonce':>8}")
+        print(header)
+        print("-" * len(header))
+        for data in orders:
             if "error" in data:
-                print(f"{concurrency:>3} {data['label']:<11} error: {data['error']}")
+                print(f"{data['scenario']:<22} {data['server']:<15} error: {data['error'][:200]}")
                 continue
-            cpu = data.get("serverCpuPerOrder")
-            flow = data["flowMs"]
-            print(f"{concurrency:>3} {data['label']:<11} {data['completed']:>5} {data['failures']:>4} "
+            cpu, flow = data.get("serverCpuPerOrder"), data["flowMs"]
+            print(f"{data['scenario']:<22} {data['server']:<15} {data['completed']:>5} {data['failures']:>4} "
                   f"{fmt(data['ordersPerSecond'], 2):>9} {fmt(cpu * 1000 if cpu else None):>12} "
-                  f"{fmt(flow['p50']):>8} {fmt(flow['p95']):>8} {fmt(flow['p99']):>8} "
-                  f"{data['badNonceRetries']:>8}")
-    print()
-    print("Ratios pki-server / Pebble (orders/s: higher is better; CPU/order and p95: lower is better)")
-    print(f"{'C':>3} {'orders/s':>9} {'CPU/order':>10} {'p95 flow':>9}")
-    for concurrency, peb, pki in results:
-        if "error" in peb or "error" in pki:
-            print(f"{concurrency:>3} {'-':>9} {'-':>10} {'-':>9}")
+                  f"{fmt(flow['p50']):>8} {fmt(flow['p95']):>8} {fmt(flow['p99']):>8} {data['badNonceRetries']:>8}")
+        print()
+    if requests:
+        header = (f"{'scenario':<22} {'server':<15} {'done':>5} {'fail':>4} {'req/s':>9} {'CPU us/req':>12} "
+                  f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+        print(header)
+        print("-" * len(header))
+        for data in requests:
+            if "error" in data:
+                print(f"{data['scenario']:<22} {data['server']:<15} error: {data['error'][:200]}")
+                continue
+            cpu, latency = data.get("serverCpuPerRequest"), data["latencyMs"]
+            print(f"{data['scenario']:<22} {data['server']:<15} {data['completed']:>5} {data['failures']:>4} "
+                  f"{fmt(data['requestsPerSecond'], 1):>9} {fmt(cpu * 1e6 if cpu else None, 0):>12} "
+                  f"{fmt(latency['p50'], 2):>8} {fmt(latency['p95'], 2):>8} {fmt(latency['p99'], 2):>8}")
+        print()
+    print_ratios(lines)
+
+
+def print_ratios(lines: list[dict[str, Any]]) -> None:
+    by_scenario: dict[str, dict[str, dict[str, Any]]] = {}
+    for data in lines:
+        if "server" in data and "error" not in data and data.get("mode") not in ("memory", "big-db"):
+            by_scenario.setdefault(data["scenario"], {})[data["server"]] = data
+    rows = []
+    for scenario, servers in by_scenario.items():
+        base = servers.get("pebble") or servers.get("embedded-empty")
+        if base is None:
             continue
-        print(f"{concurrency:>3} {ratio(pki['ordersPerSecond'], peb['ordersPerSecond']):>9} "
-              f"{ratio(pki['serverCpuPerOrder'], peb['serverCpuPerOrder']):>10} "
-              f"{ratio(pki['flowMs']['p95'], peb['flowMs']['p95']):>9}")
+        for server, data in servers.items():
+            if data is base:
+                continue
+            if data.get("mode") in ("nonce", "ocsp"):
+                rows.append((scenario, f"{server}/{base['server']}",
+                             _ratio(data["requestsPerSecond"], base["requestsPerSecond"]),
+                             _ratio(data["serverCpuPerRequest"], base["serverCpuPerRequest"]),
+                             _ratio(data["latencyMs"]["p95"], base["latencyMs"]["p95"])))
+            else:
+                rows.append((scenario, f"{server}/{base['server']}",
+                             _ratio(data["ordersPerSecond"], base["ordersPerSecond"]),
+                             _ratio(data["serverCpuPerOrder"], base["serverCpuPerOrder"]),
+                             _ratio(_p95(data), _p95(base))))
+    if rows:
+        print("Ratios (rate: higher is better; CPU per order/request and p95: lower is better)")
+        print(f"{'scenario':<22} {'servers':<28} {'rate':>7} {'CPU':>7} {'p95':>7}")
+        for scenario, servers_, rate, cpu, p95 in rows:
+            print(f"{scenario:<22} {servers_:<28} {fmt(rate, 2):>7} {fmt(cpu, 2):>7} {fmt(p95, 2):>7}")
+        print()
+    for data in lines:
+        if data.get("mode") == "big-db":
+            print(f"Big database ({data['fill']} orders and certificates) / empty, C=16 HTTP-01: orders/s "
+                  f"{fmt(data['ordersPerSecondRatio'], 2)}x, CPU per order {fmt(data['cpuPerOrderRatio'], 2)}x, "
+                  f"p95 flow {fmt(data['p95FlowRatio'], 2)}x")
+        if data.get("mode") == "memory":
+            trail = ", ".join(f"{a['rssMb']}" for a in data["afterChunks"])
+            print(f"Memory (embedded, {data['orders']} orders at C=16, {data['failures']} failures): RSS "
+                  f"{data['startRssMb']} MB at the start, max {data['maxRssMb']} MB; after each chunk (MB): {trail}")
+
+
+# --- main ---------------------------------------------------------------------------------------------------------
+
+
+def _choices(text: str, allowed: tuple[str, ...], option: str, parser: argparse.ArgumentParser) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip() and v.strip() != "none"]
+    for value in values:
+        if value not in allowed:
+            parser.error(f"{option}: {value!r} is not one of {', '.join(allowed)}")
+    return values
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", "--orders", type=int, default=100, help="Orders per scenario (default: 100).")
+    parser.add_argument("-c", "--concurrency", action="append",
+                        help="Concurrencies, comma-separated or repeated (default: 1,4,16).")
+    parser.add_argument("--topology", default="embedded,scaled",
+                        help="pki-server topologies: embedded, scaled, or none (default: embedded,scaled).")
+    parser.add_argument("--challenge", default="http-01,dns-01", help="Challenges (default: http-01,dns-01).")
+    parser.add_argument("--modes", default="orders", help="orders, nonce, ocsp, comma-separated (default: orders).")
+    parser.add_argument("--requests", type=int, default=2000, help="Requests per nonce/ocsp scenario (default: 2000).")
+    parser.add_argument("--no-pebble", dest="pebble", action="store_false", help="Leave Pebble out.")
+    parser.add_argument("--balancer-per-request", action="store_true",
+                        help="scaled: balance every request, not every connection (one request per connection).")
+    parser.add_argument("--big-db", action="store_true",
+                        help="Also C=16 HTTP-01 on an embedded database of --big-db-size orders and certificates, "
+                             "against the same on an empty one.")
+    parser.add_argument("--big-db-size", type=int, default=100_000, help="Orders and certificates (default: 100000).")
+    parser.add_argument("--big-db-orders", type=int, help="Orders of the --big-db runs (default: -n).")
+    parser.add_argument("--memory", type=int, metavar="N", default=0,
+                        help="Also N orders at C=16 against a fresh embedded server, watching its memory.")
+    parser.add_argument("--warmup", type=int, default=5, help="Orders run first against each server, not counted.")
+    parser.add_argument("--timeout", type=float, default=120.0, help="Seconds for one load run (default: 120).")
+    parser.add_argument("--poll-interval", type=float, default=0.05, help="Passed to acme_load.py (default: 0.05).")
+    parser.add_argument("--json", metavar="FILE", help="Also write every JSON line to FILE.")
+    parser.add_argument("--keep", action="store_true", help="Keep the temporary directory (logs, databases).")
+    args = parser.parse_args(argv)
+    try:
+        args.concurrencies = [int(c) for text in (args.concurrency or ["1,4,16"]) for c in text.split(",") if c]
+    except ValueError:
+        parser.error("--concurrency takes whole numbers")
+    args.topologies = _choices(args.topology, TOPOLOGIES, "--topology", parser)
+    args.challenges = _choices(args.challenge, CHALLENGES, "--challenge", parser) or ["http-01"]
+    args.modes = _choices(args.modes, MODES, "--modes", parser)
+    args.big_db_orders = args.big_db_orders or args.orders
+    if min(args.orders, args.requests, args.big_db_orders, *args.concurrencies) < 1 or args.warmup < 0:
+        parser.error("--orders, --requests, --big-db-orders and --concurrency must be at least 1, --warmup at least 0")
+    if args.big_db_size < 1 or args.memory < 0 or args.memory > 1_000_000:
+        parser.error("--big-db-size must be at least 1 and --memory between 0 and 1000000")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", "--orders", type=int, default=100, help="Orders per scenario (default: 100).")
-    parser.add_argument("-c", "--concurrency", type=int, action="append",
-                        help="Concurrency of a scenario; repeatable (default: 1, 4, 16).")
-    parser.add_argument("--warmup", type=int, default=5, help="Orders run first against each server, not counted.")
-    parser.add_argument("--timeout", type=float, default=120.0, help="Seconds for one scenario (default: 120).")
-    parser.add_argument("--poll-interval", type=float, default=0.05, help="Passed to acme_load.py (default: 0.05).")
-    parser.add_argument("--json", metavar="FILE", help="Also write every scenario's JSON line to FILE.")
-    parser.add_argument("--keep", action="store_true", help="Keep the temporary directory (logs, databases).")
-    args = parser.parse_args(argv)
-    concurrencies = args.concurrency or [1, 4, 16]
-    if args.orders < 1 or any(c < 1 for c in concurrencies) or args.warmup < 0:
-        parser.error("--orders and --concurrency must be at least 1, --warmup at least 0")
-
+    args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="pki-bench-"))
-    http01_port, dns_port = free_port(), free_port(udp_too=True)
-    results: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
-    lines: list[dict[str, Any]] = []
+    bench = Bench(args, workdir)
     started = time.monotonic()
+    status = 0
     try:
-        with pebble(workdir / "pebble", http01_port) as peb, \
-                pki_server(workdir / "pki-server", http01_port, dns_port) as pki:
-            for target in (peb, pki):
-                if args.warmup:
-                    warm = run_load(target, args.warmup, 1, http01_port, args.timeout, args.poll_interval)
-                    if warm.get("completed") != args.warmup:
-                        print(f"warm-up against {target.label} failed: {json.dumps(warm)[:1500]}", file=sys.stderr)
-                        return 1
-            for concurrency in concurrencies:
-                pair = []
-                for target in (peb, pki):
-                    data = run_load(target, args.orders, concurrency, http01_port, args.timeout, args.poll_interval)
-                    lines.append(data)
-                    pair.append(data)
-                    print(f"# C={concurrency} {target.label}: {data.get('ordersPerSecond', data.get('error'))} "
-                          f"orders/s, {data.get('failures', '?')} failures", file=sys.stderr, flush=True)
-                results.append((concurrency, pair[0], pair[1]))
+        main_scenarios(bench)
+        if args.big_db:
+            big_db(bench)
+        if args.memory:
+            memory(bench)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+        print(f"compare.py: {type(error).__name__}: {error}", file=sys.stderr)
+        status = 1
     finally:
         if args.keep:
             print(f"# kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
-        Path(args.json).write_text("".join(json.dumps(line) + "\n" for line in lines))
-    print(f"HTTP-01, {args.orders} orders per scenario, {os.cpu_count()} CPUs (client included), "
-          f"{time.monotonic() - started:.0f} s in all")
-    print_table(results)
-    failed = any("error" in d or d.get("failures") for pair in results for d in pair[1:])
-    return 1 if failed else 0
+        Path(args.json).write_text("".join(json.dumps(line) + "\n" for line in bench.lines))
+    print(f"{args.orders} orders per scenario (--big-db: {args.big_db_orders}), {os.cpu_count()} CPUs (client "
+          f"included), {time.monotonic() - started:.0f} s in all")
+    print_table(bench.lines)
+    if any("error" in d or d.get("failures") for d in bench.lines):
+        status = 1
+    return status
 
 
 if __name__ == "__main__":
