@@ -317,8 +317,10 @@ def issue(order_id: int) -> AcmeOrder | None:
     subject = csr.subject if len(csr.subject) else None
     try:
         with transaction.atomic():
-            locked = AcmeOrder.objects.select_for_update().filter(pk=order.pk, status=AcmeOrder.STATUS_PROCESSING)
-            if not locked.exists():
+            # A write that changes nothing but locks the row until commit (as SELECT FOR UPDATE would),
+            # so that a worker whose lease ran out while it signed cannot have a second one sign too.
+            if not conditional_update(AcmeOrder, order.pk, {"status": AcmeOrder.STATUS_PROCESSING},
+                                      status=AcmeOrder.STATUS_PROCESSING):
                 return order
             cert = Certificate.objects.create_cert(
                 ca, None, csr, subject=subject if subject is not None else x509.Name([]),
