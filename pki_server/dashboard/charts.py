@@ -13,7 +13,8 @@ from datetime import date
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-WIDTH, HEIGHT = 720, 240
+#: The viewBox; the SVG scales to its container's width (dashboard.css), so this is its aspect ratio.
+WIDTH, HEIGHT = 960, 240
 LEFT, RIGHT, TOP, BOTTOM = 44, 12, 28, 36  # margins around the plot area, in SVG units
 
 
@@ -55,7 +56,8 @@ def bar_chart(bars: Sequence[Bar], *, title: str, label_every: int = 1) -> SafeS
             labels.append((f"{x + bar_width / 2:.1f}", f"{baseline + 16}", bar.label))
 
     return format_html(
-        '<svg class="chart" role="img" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg" '
+        '<svg class="chart" role="img" viewBox="0 0 {w} {h}" width="100%" preserveAspectRatio="xMidYMid meet" '
+        'xmlns="http://www.w3.org/2000/svg" '
         'aria-label="{title}"><title>{title}</title>'
         '<text class="chart-title" x="{left}" y="16">{title}</text>'
         '<line class="chart-axis" x1="{left}" y1="{top}" x2="{left}" y2="{base}"></line>'

@@ -12,6 +12,7 @@ The scaled topology (an event crossing processes through Redis) is tested in tes
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -392,6 +393,7 @@ out.count = list.children.length;
 out.first = show(list.children[0]);
 out.second = show(list.children[1]);
 out.last = show(list.children[list.children.length - 1]);
+out.firstTime = list.children[0].children.find((c) => c.tagName === "time").attributes;
 // The connection drops: reconnect with doubling delays, capped; an open connection resets them.
 let current = socket;
 for (let i = 0; i < 7; i++) {
@@ -422,7 +424,9 @@ def test_live_js_shows_events_and_reconnects(tmp_path: Path) -> None:
         pytest.skip("Node.js is not installed")
     harness = tmp_path / "harness.js"
     harness.write_text(NODE_HARNESS)
-    result = subprocess.run([node, str(harness), str(LIVE_JS)], capture_output=True, text=True, timeout=30)
+    # The time is shown in the browser's time zone: one 5 h 30 min east of UTC here.
+    result = subprocess.run([node, str(harness), str(LIVE_JS)], capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "TZ": "Asia/Kolkata"})
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["url"] == "wss://pki.example:8443/dashboard/ws/events/"
@@ -432,13 +436,16 @@ def test_live_js_shows_events_and_reconnects(tmp_path: Path) -> None:
     assert out["sockets"] == 9
     assert out["count"] == 50  # at most 50, newest first
     assert out["first"] == {"className": "event event-challenge-invalid", "parts": [
-        ["time", "event-time", "2025-01-01T00:00:01Z", None],
+        ["span", "event-kind event-kind-invalid", "challenge invalid", None],
+        ["time", "event-time", "05:30:01", None],
         ["span", "event-summary", "<b>x</b>", None],
         ["span", "event-detail", "<img src=x onerror=alert(1)>", None],
     ]}  # text as text; a link to another site is not made
+    assert out["firstTime"] == {"datetime": "2025-01-01T00:00:01Z", "title": "2025-01-01T00:00:01Z"}
     assert out["second"] == {"className": "event event-order-created", "parts": [
-        ["time", "event-time", "2025-01-01T00:00:00Z", None],
+        ["span", "event-kind event-kind-created", "order created", None],
+        ["time", "event-time", "05:30:00", None],
         ["span", "event-summary", "order 54", None],
         ["a", "event-link", "details", "/dashboard/accounts/a/"],
     ]}
-    assert out["last"]["parts"][1][2] == "order 6"
+    assert out["last"]["parts"][2][2] == "order 6"

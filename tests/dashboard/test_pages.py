@@ -28,7 +28,7 @@ staff = pages_fixtures.staff
 staff_client = pages_fixtures.staff_client
 
 LIVE_SECTION = ('<section id="live-events" data-ws-path="/dashboard/ws/events/"><h2>Live events</h2>'
-                '<ol id="live-event-list"></ol></section>')
+                '<ul id="live-event-list"></ul></section>')
 
 
 def action_urls(cert: Certificate, rows: AcmeRows) -> list[tuple[str, dict[str, str]]]:
@@ -187,6 +187,8 @@ def test_chart_escapes_and_scales() -> None:
     assert [charts.nice_maximum(v) for v in (0, 1, 2, 3, 7, 10, 11, 60, 101)] == [1, 1, 2, 5, 10, 10, 20, 100, 200]
     empty = charts.issuance_chart([])
     assert "<rect " not in empty and "<svg" in empty
+    # As wide as its container, the drawing scaled to fit and centred (dashboard.css sets height: auto).
+    assert f'viewBox="0 0 {charts.WIDTH} {charts.HEIGHT}" width="100%" preserveAspectRatio="xMidYMid meet"' in svg
 
 
 def test_ca_detail(staff_client: Client, root: CertificateAuthority, intermediate: CertificateAuthority,
@@ -194,6 +196,9 @@ def test_ca_detail(staff_client: Client, root: CertificateAuthority, intermediat
     refresh_ocsp_responders()
     url = reverse("dashboard:ca", args=[intermediate.serial.lower()])  # any case finds it
     html = staff_client.get(url).content.decode()
+    # Long URLs may wrap after a "/" of their path (not within "//", nor in the middle of the serial).
+    assert f"/ocsp/<wbr>{intermediate.serial}/" in html and "http:/<wbr>/" not in html
+    html = html.replace("<wbr>", "")
     crl = intermediate.crls.order_by("-number").first()
     assert crl is not None and crl.number >= 2  # the first, and the one of the revocation in `certs`
     responder = intermediate.ocsp_responders.get().certificate
@@ -207,6 +212,15 @@ def test_ca_detail(staff_client: Client, root: CertificateAuthority, intermediat
         assert text in html, text
     recent = html.split('id="recent"', 1)[1]
     assert all(cert.serial in recent for cert in certs.values())
+
+    assert 'id="no-responder"' not in html
+
+    # Before the worker's first refresh: no responder yet, and the page says when there will be one.
+    intermediate.ocsp_responders.all().delete()
+    words = re.sub(r"\s+", " ", staff_client.get(url).content.decode())
+    assert ("No valid responder certificate yet. The server's worker makes one within seconds of its start "
+            "(it refreshes responders every 5 s) once it can use the CA's key; until then, the CA's own key "
+            "signs OCSP responses where it is usable.") in words
 
     bundle = staff_client.get(reverse("dashboard:ca-bundle", args=[intermediate.serial]))
     assert bundle["Content-Type"] == "application/x-pem-file"
@@ -225,8 +239,12 @@ def test_certificate_detail(staff_client: Client, intermediate: CertificateAutho
                  'id="revoke"', 'name="reason"', 'value="key_compromise"', 'name="csrfmiddlewaretoken"'):
         assert text in html, text
     # Critical flags: basicConstraints and keyUsage are critical, the SAN is not.
-    rows = dict(re.findall(r"<td>(\w+) <span[^>]*>[\d.]+</span></td>\s*<td>(yes|no)</td>", html))
+    rows = dict(re.findall(r'<td class="extension-name">(\w+)<span[^>]*>[\d.]+</span></td>\s*<td>(yes|no)</td>',
+                           html))
     assert rows["basicConstraints"] == "yes" and rows["subjectAltName"] == "no"
+    # The SANs one a line, in the certificate's order (not the stored "DNS:a,DNS:b").
+    assert ('<dt>Subject alternative names</dt><dd><ul class="plain lines mono"><li>DNS:www.example.com</li>'
+            '<li>DNS:alt.example.net</li></ul></dd>') in html
 
     pem = staff_client.get(reverse("dashboard:certificate-pem", args=[cert.serial]))
     assert pem["Content-Type"] == "application/x-pem-file" and pem["Cache-Control"] == "no-store"

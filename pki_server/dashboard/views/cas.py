@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 
+from pki_server.acme.worker import SWEEP_INTERVAL
 from pki_server.core import utils
 from pki_server.core.admin_views import pem_response
 from pki_server.core.models import CertificateAuthority, CertificateRevocationList
@@ -16,6 +21,14 @@ from pki_server.dashboard import stats
 from pki_server.dashboard.views.access import VIEW_CA, VIEW_CERTIFICATE, staff_required
 
 RECENT_CERTIFICATES = 20
+
+_AFTER_SLASH = re.compile(r"(?<=[^/]/)(?=[^/])")  # after a "/" of a path, not within "//"
+
+
+def breakable(url: str) -> SafeString:
+    """The URL, escaped, with a line-break opportunity (``<wbr>``) after each "/" of its path: in a narrow
+    column a long URL then wraps before its serial, not in the middle of it."""
+    return mark_safe("<wbr>".join(escape(part) for part in _AFTER_SLASH.split(url)))  # noqa: S308 (escaped)
 
 
 def _get_ca(serial: str) -> CertificateAuthority:
@@ -46,6 +59,7 @@ def ca_detail(request: HttpRequest, serial: str) -> HttpResponse:
         issued=Count("pk"), revoked_count=Count("pk", filter=Q(revoked=True)),
         valid_count=Count("pk", filter=Q(revoked=False, not_before__lte=now, not_after__gt=now)),
     )
+    crl_path = reverse("pki_core:crl", args=[ca.serial])
     recent = list(stats.certificate_list_queryset().filter(ca=ca).order_by("-created")[:RECENT_CERTIFICATES])
     return render(request, "dashboard/ca_detail.html", {
         "ca": ca,
@@ -54,10 +68,14 @@ def ca_detail(request: HttpRequest, serial: str) -> HttpResponse:
         "chain": _chain(ca),
         "crl": crl,
         "crl_stale": crl is not None and crl.next_update <= now,
-        "crl_path": reverse("pki_core:crl", args=[ca.serial]),
-        "ocsp_path": reverse("pki_core:ocsp", args=[ca.serial]),
+        "crl_path": crl_path,
+        "crl_path_breakable": breakable(crl_path),
+        "crl_url_breakable": breakable(ca.crl_url),
+        "ocsp_path_breakable": breakable(reverse("pki_core:ocsp", args=[ca.serial])),
+        "ocsp_url_breakable": breakable(ca.ocsp_url),
         # Only the responder's certificate: its (encrypted) key stays out of the template.
         "responder_certificate": responder.certificate if responder is not None else None,
+        "responder_refresh_seconds": f"{SWEEP_INTERVAL:g}",  # the worker's sweep refreshes responders
         "counts": counts,
         "recent": recent,
         "recent_limit": RECENT_CERTIFICATES,

@@ -59,10 +59,20 @@ def decoded_extensions(certificate: x509.Certificate) -> list[dict[str, Any]]:
     ]
 
 
+def subject_alternative_names(certificate: x509.Certificate) -> list[str]:
+    """The SANs, one string each ("DNS:www.example.com"); none if the certificate has no such extension."""
+    try:
+        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return describe_extension_value(extension.value)
+
+
 def _detail(request: HttpRequest, cert: Certificate, form: RevokeForm | None = None, status: int = 200) -> HttpResponse:
     order = getattr(cert, "acme_order", None)
     return render(request, "dashboard/certificate_detail.html", {
         "cert": cert,
+        "sans": subject_alternative_names(cert.pub),
         "extensions": decoded_extensions(cert.pub),
         "key_type": utils.describe_key(cert.pub.public_key()),
         "issuer": cert.pub.issuer.rfc4514_string(),

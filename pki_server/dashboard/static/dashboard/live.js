@@ -30,29 +30,48 @@
     return node;
   }
 
+  function twoDigits(number) {
+    return (number < 10 ? "0" : "") + number;
+  }
+
+  // "2025-01-01T12:00:00Z" as the browser's local time of day, "13:00:00"; the text as sent if it is no time.
+  function localTime(iso) {
+    var date = new Date(iso);
+    if (isNaN(date.getTime())) {
+      return iso;
+    }
+    return twoDigits(date.getHours()) + ":" + twoDigits(date.getMinutes()) + ":" + twoDigits(date.getSeconds());
+  }
+
+  // An event as a row (dashboard.css lays it out): kind badge, time, summary, "details" link; the
+  // detail (a failure's problem) on a line of its own below the summary.
   function show(event) {
     if (!event || typeof event.kind !== "string") {
       return;
     }
     var item = document.createElement("li");
     item.className = "event event-" + event.kind.replace(/\./g, "-");
-    var time = element("time", "event-time", event.time || "");
+    var outcome = event.kind.split(".").pop();
+    item.appendChild(element("span", "event-kind event-kind-" + outcome, event.kind.replace(/\./g, " ")));
+    item.appendChild(document.createTextNode(" "));
+    var time = element("time", "event-time", event.time ? localTime(event.time) : "");
     if (event.time) {
       time.setAttribute("datetime", event.time);
+      time.setAttribute("title", event.time);
     }
     item.appendChild(time);
     item.appendChild(document.createTextNode(" "));
     item.appendChild(element("span", "event-summary", event.summary || event.kind));
-    if (event.detail) {
-      item.appendChild(document.createTextNode(" "));
-      item.appendChild(element("span", "event-detail", event.detail));
-    }
     // Only links within this site: the server sends paths such as /dashboard/certificates/<serial>/.
     if (typeof event.url === "string" && event.url.charAt(0) === "/" && event.url.charAt(1) !== "/") {
       var link = element("a", "event-link", "details");
       link.href = event.url;
       item.appendChild(document.createTextNode(" "));
       item.appendChild(link);
+    }
+    if (event.detail) {
+      item.appendChild(document.createTextNode(" "));
+      item.appendChild(element("span", "event-detail", event.detail));
     }
     list.insertBefore(item, list.firstChild);
     while (list.children.length > MAX_EVENTS) {
