@@ -6,11 +6,13 @@ Every scenario runs real ``pki-server`` processes: ``migrate``, a CA made with
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -177,36 +179,45 @@ def postgres_reachable() -> bool:
         return False
 
 
-@pytest.mark.postgres
-@pytest.mark.skipif(not postgres_reachable(), reason=f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}")
-def test_postgres_concurrent_issue_and_revoke(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def scratch_postgres_database(prefix: str = "pki_test") -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test (its name), dropped afterwards whatever happens."""
     import psycopg
     from psycopg import sql
 
-    name = f"pki_test_{uuid.uuid4().hex[:16]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
     admin = psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="test", autocommit=True,
                             connect_timeout=10, options="-c statement_timeout=60000")
     try:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         try:
-            environ = pki_env(tmp_path / "var",
-                              PKI_DATABASE_URL=f"postgres://postgres@{PG_HOST}:{PG_PORT}/{name}")
-            run_scenario(tmp_path, environ)
-            assert_rows(tmp_path, environ)
-            assert not (tmp_path / "var" / "pki.sqlite3").exists(), "PKI_DATABASE_URL must replace SQLite"
-            with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname=name,
-                                 connect_timeout=10) as check:
-                ca_rows = check.execute(
-                    "SELECT name, key_backend_alias, enabled FROM pki_core_certificateauthority"
-                ).fetchall()
-                assert ca_rows == [("concurrency", "default", True)]
-                rows = check.execute(
-                    "SELECT count(*), count(*) FILTER (WHERE revoked), count(DISTINCT serial) "
-                    "FROM pki_core_certificate"
-                ).fetchone()
-                expected = WORKERS * CERTS_PER_WORKER
-                assert rows == (expected, WORKERS * REVOKED_PER_WORKER, expected)
+            yield name
         finally:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     finally:
         admin.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not postgres_reachable(), reason=f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}")
+def test_postgres_concurrent_issue_and_revoke(tmp_path: Path) -> None:
+    import psycopg
+
+    with scratch_postgres_database() as name:
+        environ = pki_env(tmp_path / "var",
+                          PKI_DATABASE_URL=f"postgres://postgres@{PG_HOST}:{PG_PORT}/{name}")
+        run_scenario(tmp_path, environ)
+        assert_rows(tmp_path, environ)
+        assert not (tmp_path / "var" / "pki.sqlite3").exists(), "PKI_DATABASE_URL must replace SQLite"
+        with psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname=name,
+                             connect_timeout=10) as check:
+            ca_rows = check.execute(
+                "SELECT name, key_backend_alias, enabled FROM pki_core_certificateauthority"
+            ).fetchall()
+            assert ca_rows == [("concurrency", "default", True)]
+            rows = check.execute(
+                "SELECT count(*), count(*) FILTER (WHERE revoked), count(DISTINCT serial) "
+                "FROM pki_core_certificate"
+            ).fetchone()
+            expected = WORKERS * CERTS_PER_WORKER
+            assert rows == (expected, WORKERS * REVOKED_PER_WORKER, expected)

@@ -7,7 +7,6 @@ import time
 import pytest
 
 from pki_server.acme import cas
-from pki_server.asgi import application
 from pki_server.core.models import CertificateAuthority
 from tests.acme.asgi_client import AsgiAcmeClient
 
@@ -15,10 +14,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def client(intermediate: CertificateAuthority, settings) -> AsgiAcmeClient:  # type: ignore[no-untyped-def]
-    settings.ALLOWED_HOSTS = ["testserver"]
-    settings.PKI_REDIS_URL = None
-    return AsgiAcmeClient(application)
+def client(asgi_client: AsgiAcmeClient) -> AsgiAcmeClient:
+    return asgi_client
 
 
 def directory(client: AsgiAcmeClient) -> int:

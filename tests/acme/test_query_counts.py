@@ -13,18 +13,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pki_server.acme import orders
 from pki_server.acme.jose import b64encode
 from pki_server.acme.models import AcmeAuthorization, AcmeChallenge, AcmeOrder
-from pki_server.asgi import application
-from pki_server.core.models import CertificateAuthority
 from tests.acme.asgi_client import AsgiAcmeClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def client(intermediate: CertificateAuthority, settings) -> AsgiAcmeClient:  # type: ignore[no-untyped-def]
-    settings.ALLOWED_HOSTS = ["testserver"]
-    settings.PKI_REDIS_URL = None
-    return AsgiAcmeClient(application)
+def client(asgi_client: AsgiAcmeClient) -> AsgiAcmeClient:
+    return asgi_client
 
 
 def csr_for(*names: str) -> str:

@@ -8,12 +8,11 @@ overview. Skipped when PostgreSQL is not reachable on 127.0.0.1:5432.
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.test_database import PG_HOST, PG_PORT, postgres_reachable
+from tests.test_database import PG_HOST, PG_PORT, postgres_reachable, scratch_postgres_database
 from tests.test_settings import pki_env, run_pki
 
 SCRIPT = """
@@ -69,25 +68,13 @@ print(json.dumps({
 @pytest.mark.postgres
 @pytest.mark.skipif(not postgres_reachable(), reason=f"PostgreSQL is not reachable on {PG_HOST}:{PG_PORT}")
 def test_overview_on_postgres(tmp_path: Path) -> None:
-    import psycopg
-    from psycopg import sql
-
-    name = f"pki_dash_{uuid.uuid4().hex[:16]}"
-    admin = psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="test", autocommit=True,
-                            connect_timeout=10, options="-c statement_timeout=60000")
-    try:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            environ = pki_env(tmp_path / "var", PKI_DATABASE_URL=f"postgres://postgres@{PG_HOST}:{PG_PORT}/{name}")
-            migrate = run_pki(["migrate", "--no-input", "-v", "0"], environ, tmp_path)
-            assert migrate.returncode == 0, migrate.stderr
-            result = run_pki(["shell", "--no-imports", "-c", SCRIPT], environ, tmp_path)
-            assert result.returncode == 0, result.stderr
-            found = json.loads(result.stdout.strip().splitlines()[-1])
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    finally:
-        admin.close()
+    with scratch_postgres_database("pki_dash") as name:
+        environ = pki_env(tmp_path / "var", PKI_DATABASE_URL=f"postgres://postgres@{PG_HOST}:{PG_PORT}/{name}")
+        migrate = run_pki(["migrate", "--no-input", "-v", "0"], environ, tmp_path)
+        assert migrate.returncode == 0, migrate.stderr
+        result = run_pki(["shell", "--no-imports", "-c", SCRIPT], environ, tmp_path)
+        assert result.returncode == 0, result.stderr
+        found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["vendor"] == "postgresql"
     assert found["failures"] == [
         ["dns-01", "urn:ietf:params:acme:error:dns", 2],
