@@ -226,7 +226,8 @@ class AcmeHandler:
         elif response.body is None:
             body = b""
         else:
-            body = json.dumps(response.body, indent=2).encode("utf-8")
+            # Compact: with indent, json.dumps falls back to its pure-Python encoder (RFC 8555 asks no layout).
+            body = json.dumps(response.body, separators=(",", ":")).encode("utf-8")
         fields = {
             "content-type": response.content_type,
             "replay-nonce": nonces.make(),
