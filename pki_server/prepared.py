@@ -17,7 +17,7 @@ a value that Django adapts) simply runs as a QuerySet every time.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -141,3 +141,42 @@ def conditional_update(model: type[Model], pk: Any, values: dict[str, Any], *, s
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
+
+
+_insert_sql: dict[tuple[type[Model], int], tuple[str, list[Any]]] = {}
+
+
+def insert(objects: Sequence[Model]) -> None:
+    """INSERT new instances of one model in one statement and give them their primary keys.
+
+    What ``Model.save()`` / ``bulk_create()`` write (each field's ``pre_save`` and
+    ``get_db_prep_save``: defaults, adapted values), with the statement built once per model and
+    row count. Sends no ``pre_save``/``post_save`` signals (nothing of ours listens to them for the
+    models this is used on: ACME's rows). Falls back to ``bulk_create`` where the database cannot
+    return the keys of inserted rows (SQLite older than 3.35).
+    """
+    if not objects:
+        return
+    model = type(objects[0])
+    connection = connections["default"]
+    if not connection.features.can_return_rows_from_bulk_insert:
+        model._default_manager.bulk_create(objects)
+        return
+    key = (model, len(objects))
+    if key not in _insert_sql:
+        meta = model._meta
+        pk_field: Any = meta.pk
+        fields: list[Any] = [f for f in meta.concrete_fields if f is not pk_field or not pk_field.db_returning]
+        quote = connection.ops.quote_name
+        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        _insert_sql[key] = (
+            f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608
+            f"VALUES {', '.join([row] * len(objects))} RETURNING {quote(pk_field.column)}", fields)
+    sql, fields = _insert_sql[key]
+    params = [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objects for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        keys = [row[0] for row in cursor.fetchall()]
+    for obj, pk in zip(objects, keys, strict=True):
+        obj.pk = pk
+        obj._state.adding, obj._state.db = False, "default"

@@ -136,3 +136,30 @@ def test_conditional_update_writes_what_queryset_update_writes(rows: AcmeOrder) 
     assert conditional_update(AcmeOrder, rows.pk, {"lease_until": later}, status="invalid", **lease) == 1
     assert conditional_update(AcmeOrder, rows.pk, {"lease_until": later}, status="invalid", **lease) == 0
     assert AcmeOrder.objects.get(pk=rows.pk).lease_until == later
+
+
+def test_insert_writes_what_create_writes(rows: AcmeOrder) -> None:
+    from pki_server.prepared import insert
+
+    expires = timezone.now() + timedelta(days=2)
+    mine = AcmeAuthorization(account=rows.account, identifier="i.example", wildcard=True, expires=expires)
+    insert([mine])
+    theirs = AcmeAuthorization.objects.create(account=rows.account, identifier="i.example", wildcard=True,
+                                              expires=expires)
+    assert mine.pk is not None and not mine._state.adding
+    stored, reference = AcmeAuthorization.objects.get(pk=mine.pk), AcmeAuthorization.objects.get(pk=theirs.pk)
+    differ = {"id", "slug", "created"}  # each row's own key, random slug and creation time
+    assert {k: v for k, v in fields(stored).items() if k not in differ} == \
+        {k: v for k, v in fields(reference).items() if k not in differ}
+    assert stored.slug == mine.slug and len(stored.slug) == len(reference.slug)  # the default was made once
+    # Several rows in one statement, keys in order; JSON and NULL values.
+    challenges = [AcmeChallenge(authorization=mine, type=kind, error=error)
+                  for kind, error in (("http-01", None), ("dns-01", {"type": "t", "detail": "ü"}))]
+    insert(challenges)
+    assert [c.pk for c in challenges] == sorted(c.pk for c in challenges)
+    assert [(c.type, c.error) for c in AcmeChallenge.objects.filter(authorization=mine).order_by("pk")] == [
+        ("http-01", None), ("dns-01", {"type": "t", "detail": "ü"})]
+    assert AcmeChallenge.objects.filter(authorization=mine, error__isnull=True).count() == 1
+    # A through row of a many-to-many relation.
+    insert([AcmeOrder.authorizations.through(acmeorder=rows, acmeauthorization=mine)])
+    assert mine in rows.authorizations.all()

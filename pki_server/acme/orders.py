@@ -28,7 +28,7 @@ from pki_server.core.exceptions import PkiError, SigningPolicyError
 from pki_server.core.extensions import check_name_constraints
 from pki_server.core.models import Certificate, CertificateAuthority
 from pki_server.core.profiles import get_profile
-from pki_server.prepared import conditional_update
+from pki_server.prepared import conditional_update, insert
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,11 @@ def new_order(account: AcmeAccount, payload: dict[str, Any]) -> tuple[AcmeOrder,
         status = AcmeOrder.STATUS_READY if all(a.status == Authz.STATUS_VALID for a in authorizations) \
             else AcmeOrder.STATUS_PENDING
         expires = min([now + ORDER_LIFETIME, *(a.expires for a in authorizations)])
-        order = AcmeOrder.objects.create(
-            account=account, status=status, identifiers=[i.to_json() for i in identifiers], expires=expires,
-            not_before=not_before, not_after=not_after,
-        )
-        AcmeOrder.authorizations.through.objects.bulk_create(
-            [AcmeOrder.authorizations.through(acmeorder=order, acmeauthorization=authz) for authz in authorizations]
-        )
+        order = AcmeOrder(account=account, status=status, identifiers=[i.to_json() for i in identifiers],
+                          expires=expires, not_before=not_before, not_after=not_after)
+        insert([order])
+        insert([AcmeOrder.authorizations.through(acmeorder=order, acmeauthorization=authz)
+                for authz in authorizations])
         signals.order_created.send(sender=AcmeOrder, order=order)
     return order, sorted(authorizations, key=lambda authz: authz.pk)
 
@@ -123,11 +121,10 @@ def _authorization_for(account: AcmeAccount, identifier: Identifier, now: dateti
         account.pk, identifier.type, identifier.base, Authz.STATUS_VALID, Authz.STATUS_PENDING)
     if reusable is not None and reusable.expires > now + timedelta(hours=1):
         return reusable
-    authz = Authz.objects.create(
-        account=account, identifier_type=identifier.type, identifier=identifier.base,
-        wildcard=identifier.wildcard, expires=now + PENDING_AUTHZ_LIFETIME,
-    )
-    Chall.objects.bulk_create([Chall(authorization=authz, type=kind) for kind in challenge_types(identifier)])
+    authz = Authz(account=account, identifier_type=identifier.type, identifier=identifier.base,
+                  wildcard=identifier.wildcard, expires=now + PENDING_AUTHZ_LIFETIME)
+    insert([authz])
+    insert([Chall(authorization=authz, type=kind) for kind in challenge_types(identifier)])
     return authz
 
 
