@@ -221,6 +221,11 @@ def public_key(jwk: dict[str, Any]) -> PublicKey:
     return _public_key_cached(canonical_jwk(jwk))
 
 
+def stored_public_key(canonical: str) -> PublicKey:
+    """An account's key from the canonical JWK it is stored as, parsed once per process (cached)."""
+    return _public_key_cached(canonical)
+
+
 def thumbprint(jwk: dict[str, Any]) -> str:
     """RFC 7638 JWK thumbprint (SHA-256, base64url)."""
     return b64encode(hashlib.sha256(canonical_jwk(jwk).encode("utf-8")).digest())

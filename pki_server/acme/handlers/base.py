@@ -173,7 +173,7 @@ class AcmeHandler:
                 raise problems.malformed("newAccount requests carry the account key as jwk, not a kid.")
             assert jws.kid is not None
             request.account = accounts.by_kid(request.ca, jws.kid, request.urls)
-            key = jose.public_key(json.loads(request.account.jwk))
+            key = jose.stored_public_key(request.account.jwk)
         jose.verify(jws, key)
 
     def get(self, request: Request) -> Response:
