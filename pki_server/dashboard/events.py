@@ -37,6 +37,7 @@ from pki_server.acme import signals as acme_signals
 from pki_server.acme.models import AcmeChallenge, AcmeOrder
 from pki_server.core import signals as core_signals
 from pki_server.core.models import Certificate
+from pki_server.dashboard import presence
 
 log = logging.getLogger("pki_server.dashboard.events")
 
@@ -213,10 +214,9 @@ def publish(event: Event) -> None:
 
 
 def _nobody_listens() -> bool:
-    """True when no dashboard can be listening: an in-memory layer (the embedded server) whose group is
-    empty. Then an event costs nothing, not even its query. A shared (Redis) layer cannot tell cheaply."""
-    layer = get_channel_layer()
-    return isinstance(layer, InMemoryChannelLayer) and not layer.groups.get(GROUP)
+    """True when no dashboard can be listening (presence.py): then an event costs nothing, not even its
+    query, on the in-memory layer (an empty group) and on Redis (no live websocket's key)."""
+    return not presence.somebody_listens(GROUP)
 
 
 def _after_commit(build: Callable[[], Event | None]) -> None:
