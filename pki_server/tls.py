@@ -31,13 +31,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
 
 from pki_server.core import extensions as ext
@@ -310,14 +309,6 @@ class OperatorPair:
         return f"{self.cert} ({names or leaf.subject.rfc4514_string()}, valid until {expires:%Y-%m-%d})"
 
 
-def _ensure(source: ServerCertificate) -> tuple[Certificate, bool]:
-    close_old_connections()
-    try:
-        return source.ensure()
-    finally:
-        close_old_connections()
-
-
 async def keep_current(context: ssl.SSLContext, source: ServerCertificate | OperatorPair,
                        interval: float = CHECK_INTERVAL) -> None:
     """Every ``interval`` seconds, renew (or reload) the certificate if it is due, and load it into
@@ -330,7 +321,7 @@ async def keep_current(context: ssl.SSLContext, source: ServerCertificate | Oper
                     source.load_into(context)
                     log.info("Reloaded the TLS certificate %s.", source.describe())
                 continue
-            row, renewed = await sync_to_async(_ensure, thread_sensitive=True)(source)
+            row, renewed = await database_sync_to_async(source.ensure)()
             if renewed:
                 source.load_into(context)
                 log.info("New TLS connections now use certificate %s.", row.serial)

@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import close_old_connections
 
 from pki_server.acme import jose, lookups, nonces, orders, problems
 from pki_server.acme.challenges import VALIDATORS
@@ -68,19 +67,6 @@ def runs_here() -> bool:
     return _running > 0
 
 
-def _db(function: Any) -> Any:
-    """Run ORM work in a thread, with Django's connection hygiene around it."""
-
-    def wrapped(*args: Any) -> Any:
-        close_old_connections()
-        try:
-            return function(*args)
-        finally:
-            close_old_connections()
-
-    return sync_to_async(wrapped, thread_sensitive=True)
-
-
 @dataclass(frozen=True)
 class ValidationJob:
     kind: str
@@ -114,7 +100,7 @@ def _claim_challenge(challenge_id: int, lease: timedelta) -> ValidationJob | Non
 async def validate(challenge_id: int, config: ValidationConfig) -> None:
     # CAA and the validation each get total_timeout; the lease outlasts both.
     lease = timedelta(seconds=config.total_timeout * 2 + 5)
-    job = await _db(_claim_challenge)(challenge_id, lease)
+    job = await database_sync_to_async(_claim_challenge)(challenge_id, lease)
     if job is None:
         return
     kind, identifier = job.kind, job.identifier
@@ -140,12 +126,12 @@ async def validate(challenge_id: int, config: ValidationConfig) -> None:
         error = problems.problem_json("connection", f"The {kind} validation of {identifier} timed out.", 400)
     except asyncio.CancelledError:
         # The worker is stopping: hand the challenge back now rather than when the lease runs out.
-        await asyncio.shield(_db(orders.release)(AcmeChallenge, challenge_id))
+        await asyncio.shield(database_sync_to_async(orders.release)(AcmeChallenge, challenge_id))
         raise
     except Exception:
         log.exception("Validation of challenge %s failed unexpectedly", challenge_id)
         error = problems.problem_json("serverInternal", "The validation failed on the server's side.", 500)
-    stored = await _db(orders.finish_validation)(challenge_id, error is None, records or None, error)
+    stored = await database_sync_to_async(orders.finish_validation)(challenge_id, error is None, records or None, error)
     if stored:
         log.info("%s %s for %s: %s", kind, "valid" if error is None else "invalid", identifier,
                  error["detail"] if error else "ok")
@@ -223,7 +209,7 @@ class Worker:
             if kind == "acme.validate":
                 await validate(pk, self.config)
             elif kind == "acme.issue":
-                await _db(_claim_and_issue)(pk)
+                await database_sync_to_async(_claim_and_issue)(pk)
             else:
                 log.warning("Ignoring a worker message of unknown type %r", kind)
         except Exception:
@@ -233,7 +219,7 @@ class Worker:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
-                for kind, pk in await _db(_sweep)():
+                for kind, pk in await database_sync_to_async(_sweep)():
                     log.info("Re-dispatching %s %s.", kind, pk)
                     await dispatch(kind, pk)
             except Exception:

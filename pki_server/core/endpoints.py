@@ -4,8 +4,9 @@ channels ahead of Django (pki_server/asgi.py), like the ACME handlers.
 Django's ASGI handler runs each request's sync code in a thread of its own (a fresh database
 connection each time) and through the middleware stack: about 10 ms of CPU for an OCSP response
 that takes well under one to make. Here a request is read (its body capped), its work done in one
-``sync_to_async`` call on the shared thread with its kept connection, and the reply of
-core/publication.py sent. Host names are checked against ALLOWED_HOSTS, as Django does.
+``database_sync_to_async`` call (channels': Django's connection hygiene around it) on the shared
+thread with its kept connection, and the reply of core/publication.py sent. Host names are
+checked against ALLOWED_HOSTS, as Django does.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 from django.urls import URLPattern
 from django.urls import path as django_path
@@ -56,17 +56,6 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks) if size <= limit else None
 
 
-def _in_thread(function: Callable[..., Reply]) -> Callable[..., Awaitable[Reply]]:
-    def run(*args: Any) -> Reply:
-        close_old_connections()
-        try:
-            return function(*args)
-        finally:
-            close_old_connections()
-
-    return sync_to_async(run, thread_sensitive=True)
-
-
 async def _send(send: Send, reply: Reply, method: str) -> None:
     headers = [(b"content-type", reply.content_type.encode("latin-1")),
                *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers.items())]
@@ -94,14 +83,14 @@ def _endpoint(methods: tuple[str, ...], handle: Callable[[Scope, str, bytes | No
 
 
 async def _issuer(scope: Scope, method: str, body: bytes | None) -> Reply:
-    return await _in_thread(publication.issuer_reply)(scope["url_route"]["kwargs"]["serial"])
+    return await database_sync_to_async(publication.issuer_reply)(scope["url_route"]["kwargs"]["serial"])
 
 
 async def _crl(scope: Scope, method: str, body: bytes | None) -> Reply:
     kwargs = scope["url_route"]["kwargs"]
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     wanted = query.get("format", [kwargs.get("encoding", "der")])[-1]
-    return await _in_thread(publication.crl_reply)(
+    return await database_sync_to_async(publication.crl_reply)(
         kwargs["serial"], wanted, _header(scope, b"if-none-match"), _header(scope, b"if-modified-since"))
 
 
@@ -113,7 +102,7 @@ async def _ocsp(scope: Scope, method: str, body: bytes | None) -> Reply:
         der = body if encoded is None and content_type == OCSP_REQUEST_TYPE and body else None
     else:
         der = publication.ocsp_request_from_path(encoded) if encoded is not None else None
-    return await _in_thread(publication.ocsp_reply)(method, kwargs["serial"], der)
+    return await database_sync_to_async(publication.ocsp_reply)(method, kwargs["serial"], der)
 
 
 _SAFE = ("GET", "HEAD")

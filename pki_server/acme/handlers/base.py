@@ -15,9 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 
 from pki_server.acme import accounts, jose, nonces, problems
@@ -125,7 +124,7 @@ class AcmeHandler:
             if ca is not None:
                 response = self.get(Request(method, url, AcmeUrls(origin, ca.name), ca, kwargs))
             else:
-                response = await sync_to_async(self._process, thread_sensitive=True)(
+                response = await database_sync_to_async(self._process)(
                     method, url, origin, ca_name, kwargs, jws, spend_in_database
                 )
             if response.dispatch:
@@ -148,19 +147,15 @@ class AcmeHandler:
     def _process(self, method: str, url: str, origin: str, ca_name: str | None, kwargs: dict[str, str],
                  jws: jose.JWS | None, spend_in_database: int) -> Response:
         """All database work of one request, in one thread hop: the nonce first (without Redis)."""
-        close_old_connections()
-        try:
-            if jws is not None and spend_in_database:
-                nonces.redeem_in_database(jws.nonce, spend_in_database)
-            ca = acme_ca(ca_name)
-            request = Request(method, url, AcmeUrls(origin, ca.name), ca, kwargs, jws)
-            if method in ("GET", "HEAD"):
-                return self.get(request)
-            assert jws is not None
-            self.authenticate(request, jws)
-            return self.post(request)
-        finally:
-            close_old_connections()
+        if jws is not None and spend_in_database:
+            nonces.redeem_in_database(jws.nonce, spend_in_database)
+        ca = acme_ca(ca_name)
+        request = Request(method, url, AcmeUrls(origin, ca.name), ca, kwargs, jws)
+        if method in ("GET", "HEAD"):
+            return self.get(request)
+        assert jws is not None
+        self.authenticate(request, jws)
+        return self.post(request)
 
     def authenticate(self, request: Request, jws: jose.JWS) -> None:
         """Find the signer's key (RFC 8555 §6.2) and check the signature with it."""
