@@ -7,7 +7,6 @@ Every scenario runs real ``pki-server`` processes: ``migrate``, a CA made with
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.network import reachable
 from tests.test_settings import TIMEOUT, pki_env, run_pki
 
 WORKERS = 4
@@ -172,11 +172,7 @@ PG_HOST, PG_PORT = "127.0.0.1", 5432
 
 
 def postgres_reachable() -> bool:
-    try:
-        with socket.create_connection((PG_HOST, PG_PORT), timeout=2):
-            return True
-    except OSError:
-        return False
+    return reachable(PG_HOST, PG_PORT)
 
 
 @contextlib.contextmanager

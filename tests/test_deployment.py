@@ -24,7 +24,6 @@ import json
 import re
 import shlex
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.acme.server import free_port
+from tests.network import reachable
 from tests.test_settings import TIMEOUT, pki_env, run_pki
 
 yaml = pytest.importorskip("yaml")  # PyYAML: the dev extra
@@ -55,14 +55,6 @@ NGINX = DEPLOY / "nginx"
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 REDIS_DB = 14  # tests/scale uses 11; the channel layer has no prefix of its own
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def compose() -> dict:

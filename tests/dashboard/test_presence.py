@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 
@@ -13,16 +12,13 @@ from channels.layers import get_channel_layer
 from pki_server.core.models import CertificateAuthority
 from pki_server.dashboard import events, presence
 from tests.fixtures import make_csr
+from tests.network import reachable
 
 REDIS_DB = 14  # this test's own Redis database index
 
 
 def redis_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
-            return True
-    except OSError:
-        return False
+    return reachable("127.0.0.1", 6379)
 
 
 @pytest.fixture

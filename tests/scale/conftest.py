@@ -22,7 +22,6 @@ import http.server
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ import httpx
 import pytest
 
 from tests.acme.server import DNSThread, free_port
+from tests.network import reachable
 from tests.scale.balancer import Balancer
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
@@ -44,14 +44,6 @@ VALIDATION_TIMEOUT = 2  # PKI_ACME_VALIDATION_TIMEOUT: short, so that a dead wor
 START_TIMEOUT = 30.0  # seconds a process may take to come up
 STOP_TIMEOUT = 10.0
 ROLES = ("web0", "web1", "worker0", "worker1")
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 # --- HTTP-01 responder that can hold its answer back ----------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator
 
 import dns.rcode
 import pytest
@@ -14,12 +13,6 @@ from tests.acme.dnsserver import DNSServer
 
 IDENTITIES = ("pki.example",)
 ACCOUNT = "https://ca.test/acme/intermediate/acct/Zb3kT1"
-
-
-@pytest.fixture
-async def dns_server() -> AsyncIterator[DNSServer]:
-    async with DNSServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import base64
 import dataclasses
 import hashlib
 import time
-from collections.abc import AsyncIterator
 
 import dns.rcode
 import pytest
@@ -19,12 +18,6 @@ KEY_AUTHORIZATION = TOKEN + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
 OTHER_KEY_AUTHORIZATION = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
 # RFC 8555 §8.4 computed independently of the code under test: base64url(SHA-256), no "=" padding.
 EXPECTED = base64.urlsafe_b64encode(hashlib.sha256(KEY_AUTHORIZATION.encode()).digest()).decode().rstrip("=")
-
-
-@pytest.fixture
-async def dns_server() -> AsyncIterator[DNSServer]:
-    async with DNSServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import AsyncIterator
 
 import dns.nameserver
 import dns.rcode
@@ -22,12 +21,6 @@ from pki_server.acme.validation import (
     resolve_addresses,
 )
 from tests.acme.dnsserver import DNSServer
-
-
-@pytest.fixture
-async def dns_server() -> AsyncIterator[DNSServer]:
-    async with DNSServer() as server:
-        yield server
 
 
 @pytest.fixture
