@@ -243,16 +243,6 @@ def _wait_for_log(text: str, process: subprocess.Popen[bytes], log: Path, second
     raise RuntimeError(f"{text!r} did not appear in {log} within {seconds:.0f} s: {log.read_text()[-2000:]}")
 
 
-def _flush_redis() -> None:
-    import redis
-
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_timeout=10)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
 @contextlib.contextmanager
 def pki_scaled(workdir: Path, http01_port: int, dns_port: int, *, per_request: bool = False) -> Iterator[Target]:
     """Two ``serve --no-worker`` and one ``worker`` on PostgreSQL and Redis, behind a round-robin balancer.
@@ -265,6 +255,7 @@ def pki_scaled(workdir: Path, http01_port: int, dns_port: int, *, per_request: b
 
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+    from tests.network import flush_redis
     from tests.scale.balancer import Balancer
 
     workdir.mkdir()
@@ -280,7 +271,7 @@ def pki_scaled(workdir: Path, http01_port: int, dns_port: int, *, per_request: b
     try:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
         created = True
-        _flush_redis()
+        flush_redis(REDIS_HOST, REDIS_PORT, REDIS_DB)
         balancer.start()
         env = _pki_env(data_dir, http01_port, dns_port)
         env.update({
@@ -309,7 +300,7 @@ def pki_scaled(workdir: Path, http01_port: int, dns_port: int, *, per_request: b
             stop(process)
         balancer.stop()
         with contextlib.suppress(Exception):
-            _flush_redis()
+            flush_redis(REDIS_HOST, REDIS_PORT, REDIS_DB)
         if created:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
         admin.close()

@@ -35,7 +35,7 @@ import httpx
 import pytest
 
 from tests.acme.server import DNSThread, free_port
-from tests.network import reachable
+from tests.network import flush_redis, reachable
 from tests.scale.balancer import Balancer
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
@@ -268,16 +268,6 @@ class Topology:
                                connect_timeout=10)
 
 
-def _flush_redis() -> None:
-    import redis
-
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_timeout=10)
-    try:
-        client.flushdb()
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     if not sys.platform.startswith("linux"):
@@ -295,7 +285,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     topology = Topology(tmp_path_factory.mktemp("scale"), database)
     try:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-        _flush_redis()
+        flush_redis(REDIS_HOST, REDIS_PORT, REDIS_DB)
         topology.key_dir.mkdir()
         topology.web_dir.mkdir()
         topology.dns.start()
@@ -310,6 +300,6 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         topology.http01.stop()
         topology.dns.stop()
         with contextlib.suppress(Exception):
-            _flush_redis()
+            flush_redis(REDIS_HOST, REDIS_PORT, REDIS_DB)
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
         admin.close()
