@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,38 +201,50 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+#: A table column: title, width, and the cell of one run's JSON line.
+Column = tuple[str, int, Callable[[dict[str, Any]], str]]
+_COUNTS: list[Column] = [("done", 5, lambda d: str(d["completed"])), ("fail", 4, lambda d: str(d["failures"]))]
+
+
+def _percentiles(key: str, digits: int) -> list[Column]:
+    return [(f"{p} ms", 8, lambda d, p=p: fmt(d[key][p], digits)) for p in ("p50", "p95", "p99")]
+
+
+def _per(key: str, scale: float) -> Callable[[dict[str, Any]], Any]:
+    return lambda d: d.get(key) * scale if d.get(key) else None
+
+
+ORDER_COLUMNS: list[Column] = [
+    *_COUNTS, ("orders/s", 9, lambda d: fmt(d["ordersPerSecond"], 2)),
+    ("CPU ms/order", 12, lambda d: fmt(_per("serverCpuPerOrder", 1000)(d))),
+    *_percentiles("flowMs", 1), ("badNonce", 8, lambda d: str(d["badNonceRetries"])),
+]
+REQUEST_COLUMNS: list[Column] = [
+    *_COUNTS, ("req/s", 9, lambda d: fmt(d["requestsPerSecond"], 1)),
+    ("CPU us/req", 12, lambda d: fmt(_per("serverCpuPerRequest", 1e6)(d), 0)),
+    *_percentiles("latencyMs", 2),
+]
+
+
+def _print_runs(runs: list[dict[str, Any]], columns: list[Column]) -> None:
+    if not runs:
+        return
+    header = " ".join([f"{'scenario':<22}", f"{'server':<15}", *(f"{title:>{width}}" for title, width, _ in columns)])
+    print(header)
+    print("-" * len(header))
+    for data in runs:
+        if "error" in data:
+            print(f"{data['scenario']:<22} {data['server']:<15} error: {data['error'][:200]}")
+            continue
+        print(" ".join([f"{data['scenario']:<22}", f"{data['server']:<15}",
+                        *(f"{cell(data):>{width}}" for _, width, cell in columns)]))
+    print()
+
+
 def print_table(lines: list[dict[str, Any]]) -> None:
     runs = [d for d in lines if "server" in d and d.get("mode") not in ("memory", "big-db")]  # not summaries
-    orders = [d for d in runs if d.get("mode", "orders") == "orders"]
-    requests = [d for d in runs if d.get("mode") in ("nonce", "ocsp")]
-    if orders:
-        header = (f"{'scenario':<22} {'server':<15} {'done':>5} {'fail':>4} {'orders/s':>9} {'CPU ms/order':>12} "
-                  f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'badNonce':>8}")
-        print(header)
-        print("-" * len(header))
-        for data in orders:
-            if "error" in data:
-                print(f"{data['scenario']:<22} {data['server']:<15} error: {data['error'][:200]}")
-                continue
-            cpu, flow = data.get("serverCpuPerOrder"), data["flowMs"]
-            print(f"{data['scenario']:<22} {data['server']:<15} {data['completed']:>5} {data['failures']:>4} "
-                  f"{fmt(data['ordersPerSecond'], 2):>9} {fmt(cpu * 1000 if cpu else None):>12} "
-                  f"{fmt(flow['p50']):>8} {fmt(flow['p95']):>8} {fmt(flow['p99']):>8} {data['badNonceRetries']:>8}")
-        print()
-    if requests:
-        header = (f"{'scenario':<22} {'server':<15} {'done':>5} {'fail':>4} {'req/s':>9} {'CPU us/req':>12} "
-                  f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
-        print(header)
-        print("-" * len(header))
-        for data in requests:
-            if "error" in data:
-                print(f"{data['scenario']:<22} {data['server']:<15} error: {data['error'][:200]}")
-                continue
-            cpu, latency = data.get("serverCpuPerRequest"), data["latencyMs"]
-            print(f"{data['scenario']:<22} {data['server']:<15} {data['completed']:>5} {data['failures']:>4} "
-                  f"{fmt(data['requestsPerSecond'], 1):>9} {fmt(cpu * 1e6 if cpu else None, 0):>12} "
-                  f"{fmt(latency['p50'], 2):>8} {fmt(latency['p95'], 2):>8} {fmt(latency['p99'], 2):>8}")
-        print()
+    _print_runs([d for d in runs if d.get("mode", "orders") == "orders"], ORDER_COLUMNS)
+    _print_runs([d for d in runs if d.get("mode") in ("nonce", "ocsp")], REQUEST_COLUMNS)
     print_ratios(lines)
 
 
