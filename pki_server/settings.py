@@ -167,6 +167,9 @@ PKI_ACME_TLSALPN01_PORT = env.get_int(_ENV, "PKI_ACME_TLSALPN01_PORT", 443, mini
 # mid-validation has its work handed on after about twice this.
 PKI_ACME_VALIDATION_TIMEOUT = env.get_int(_ENV, "PKI_ACME_VALIDATION_TIMEOUT", 10, minimum=1, maximum=300)
 PKI_ACME_CA_CACHE_SECONDS = env.get_int(_ENV, "PKI_ACME_CA_CACHE_SECONDS", 5, minimum=0, maximum=300)
+PKI_ACME_NONCE_STORE = env.get_choice(_ENV, "PKI_ACME_NONCE_STORE", "auto", ["auto", "memory", "database", "redis"])
+if PKI_ACME_NONCE_STORE == "redis" and not PKI_REDIS_URL:
+    raise env.ConfigurationError("PKI_ACME_NONCE_STORE=redis needs PKI_REDIS_URL.")
 try:
     PKI_ACME_DNS_RESOLVERS = validation_base.parse_resolvers(_ENV.get("PKI_ACME_DNS_RESOLVERS", ""))
 except ValueError as _ex:

@@ -390,6 +390,8 @@ BAD_VALUES = [
     ("PKI_CA_DEFAULT_EXPIRES", "0"),
     ("PKI_DEFAULT_EXPIRES", "ten"),
     ("PKI_DEFAULT_PROFILE", "nope"),
+    ("PKI_ACME_NONCE_STORE", "disk"),
+    ("PKI_ACME_NONCE_STORE", "redis"),  # without PKI_REDIS_URL
 ]
 
 

@@ -1,8 +1,17 @@
-"""Replay nonces (RFC 8555 §6.5): issued without writing anything, redeemed once, at any process.
+"""Replay nonces (RFC 8555 §6.5): issued without writing anything, redeemed once.
 
-A nonce is ``base64url(issued-at || random || HMAC(key, issued-at || random)[:16])``. Any process
-with the same secret key can check it; redeeming it is one atomic operation — Redis ``SET NX EX``
-when ``PKI_REDIS_URL`` is set, otherwise an insert into a table with a unique key.
+A nonce is ``base64url(issued-at || serial || HMAC(key, issued-at || serial)[:16])``: it is checked
+without a lookup, and redeeming it is one atomic operation in the store ``PKI_ACME_NONCE_STORE``
+names (``auto`` picks the first that fits):
+
+- ``redis`` (auto when ``PKI_REDIS_URL`` is set): ``SET NX EX`` of the nonce. Any process sharing
+  the secret key accepts any other's nonces — what several web processes behind a balancer need.
+- ``memory`` (auto when the database is SQLite, i.e. the embedded server: one web process): the
+  key is this process's own random key and the serial a counter, so a nonce is good only at the
+  process that made it, and only until it stops; a bitmap over the last ``WINDOW`` serials records
+  which were spent. Nothing is written anywhere, and the memory used is fixed (``WINDOW`` bits).
+- ``database`` (auto otherwise): an insert into a table whose primary key is the nonce, so a
+  second use fails; the worker's sweeper deletes expired ones.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import hashlib
 import hmac
 import os
 import struct
+import threading
 import time
 from datetime import timedelta
 from functools import cache
@@ -23,18 +33,75 @@ from pki_server.acme import problems
 from pki_server.acme.jose import b64decode, b64encode
 
 LIFETIME = 3600  # seconds a nonce is good for
-_STRUCT = struct.Struct(">Q8s")
+_STRUCT = struct.Struct(">QQ")  # issued-at, serial (random, or the memory store's counter)
+USED = "The nonce has been used already; use the one from the last response."
+
+
+def store() -> str:
+    """The store nonces are redeemed in: "redis", "memory" or "database" (PKI_ACME_NONCE_STORE)."""
+    chosen = settings.PKI_ACME_NONCE_STORE
+    if chosen != "auto":
+        return chosen
+    if settings.PKI_REDIS_URL:
+        return "redis"
+    return "memory" if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") else "database"
 
 
 @cache
-def _key(secret: str) -> bytes:
+def _shared_key(secret: str) -> bytes:
     return hashlib.sha256(b"pki-server acme nonce\0" + secret.encode("utf-8")).digest()
 
 
+class MemoryNonces:
+    """This process's nonces: its own key, a counter, and a bitmap of spent ones over a window."""
+
+    WINDOW = 1 << 20  # serials: 128 KiB; at 1,000 nonces a second, one stays redeemable for 17 minutes
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.key = os.urandom(32)
+        self.next = 0
+        self.spent = bytearray(self.WINDOW // 8)
+        self.lock = threading.Lock()
+
+    def serial(self) -> int:
+        with self.lock:
+            serial = self.next
+            self.next += 1
+            self.spent[(serial % self.WINDOW) >> 3] &= ~(1 << (serial & 7)) & 0xFF
+            return serial
+
+    def redeem(self, serial: int) -> None:
+        with self.lock:
+            if serial >= self.next:
+                raise problems.bad_nonce("The nonce was not issued by this server.")
+            if serial < self.next - self.WINDOW:
+                raise problems.bad_nonce("The nonce has expired; use the one from the last response.")
+            index, bit = (serial % self.WINDOW) >> 3, 1 << (serial & 7)
+            if self.spent[index] & bit:
+                raise problems.bad_nonce(USED)
+            self.spent[index] |= bit
+
+
+_memory: MemoryNonces | None = None
+
+
+def memory() -> MemoryNonces:
+    """This process's memory store (a new one after a fork: a child must not share the parent's)."""
+    global _memory
+    if _memory is None or _memory.pid != os.getpid():
+        _memory = MemoryNonces()
+    return _memory
+
+
 def make() -> str:
-    body = _STRUCT.pack(int(time.time()), os.urandom(8))
-    mac = hmac.new(_key(settings.SECRET_KEY), body, hashlib.sha256).digest()[:16]
-    return b64encode(body + mac)
+    if store() == "memory":
+        state = memory()
+        key, serial = state.key, state.serial()
+    else:
+        key, serial = _shared_key(settings.SECRET_KEY), int.from_bytes(os.urandom(8), "big")
+    body = _STRUCT.pack(int(time.time()), serial)
+    return b64encode(body + hmac.digest(key, body, "sha256")[:16])
 
 
 def check(nonce: str) -> int:
@@ -46,13 +113,20 @@ def check(nonce: str) -> int:
     if len(raw) != 32:
         raise problems.bad_nonce("The nonce was not issued by this server.")
     body, mac = raw[:16], raw[16:]
-    if not hmac.compare_digest(mac, hmac.new(_key(settings.SECRET_KEY), body, hashlib.sha256).digest()[:16]):
+    key = memory().key if store() == "memory" else _shared_key(settings.SECRET_KEY)
+    if not hmac.compare_digest(mac, hmac.digest(key, body, "sha256")[:16]):
         raise problems.bad_nonce("The nonce was not issued by this server.")
     issued, _ = _STRUCT.unpack(body)
     remaining = issued + LIFETIME - int(time.time())
     if remaining <= 0:
         raise problems.bad_nonce("The nonce has expired; use the one from the last response.")
     return remaining
+
+
+def redeem_in_memory(nonce: str) -> None:
+    """Spend a nonce this process made (``check`` first): the first use wins, a second is badNonce."""
+    _issued, serial = _STRUCT.unpack(b64decode(nonce, "The nonce")[:16])
+    memory().redeem(serial)
 
 
 def redeem_in_database(nonce: str, remaining: int) -> None:
@@ -74,7 +148,7 @@ def redeem_in_database(nonce: str, remaining: int) -> None:
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
     except IntegrityError:
-        raise problems.bad_nonce("The nonce has been used already; use the one from the last response.") from None
+        raise problems.bad_nonce(USED) from None
 
 
 async def redeem_in_redis(nonce: str, remaining: int) -> None:
@@ -82,7 +156,7 @@ async def redeem_in_redis(nonce: str, remaining: int) -> None:
 
     stored = await get_redis().set(f"pki:acme:nonce:{nonce}", b"1", nx=True, ex=remaining + 60)
     if not stored:
-        raise problems.bad_nonce("The nonce has been used already; use the one from the last response.")
+        raise problems.bad_nonce(USED)
 
 
 def prune_database() -> int:

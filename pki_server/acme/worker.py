@@ -145,7 +145,7 @@ def _claim_and_issue(order_id: int) -> None:
 def _sweep() -> list[tuple[str, int]]:
     work = [("validate", pk) for pk in orders.stale_work(AcmeChallenge, DISPATCH_GRACE)]
     work += [("issue", pk) for pk in orders.stale_work(AcmeOrder, DISPATCH_GRACE)]
-    if not settings.PKI_REDIS_URL:
+    if nonces.store() == "database":
         nonces.prune_database()
     # Revocation status, where this process holds the CA keys: CRLs re-signed after revocations
     # made elsewhere and before nextUpdate; delegated OCSP responders made and renewed.

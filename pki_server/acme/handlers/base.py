@@ -1,9 +1,10 @@
 """The shape every ACME handler shares: a lean ASGI app, not Django's request stack.
 
-A request is read (with a size cap), its JWS parsed and its header checked (jose.py), and then
-*all* of its database work — spending the nonce (without Redis), finding the CA and the account,
-checking the signature and the handler's own work — runs in one ``sync_to_async`` call. Every
-response, errors included, carries a fresh ``Replay-Nonce`` and a ``Link`` to the directory.
+A request is read (with a size cap), its JWS parsed and its header checked (jose.py), its nonce
+spent in memory or Redis (nonces.py), and then *all* of its database work — spending the nonce when
+the database is the nonce store, finding the CA and the account, checking the signature and the
+handler's own work — runs in one ``sync_to_async`` call. Every response, errors included, carries
+a fresh ``Replay-Nonce`` and a ``Link`` to the directory.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from channels.db import database_sync_to_async
@@ -116,7 +118,10 @@ class AcmeHandler:
                                       415)
                 jws = jose.parse(body, url=url)
                 remaining = nonces.check(jws.nonce)
-                if settings.PKI_REDIS_URL:
+                nonce_store = nonces.store()
+                if nonce_store == "memory":
+                    nonces.redeem_in_memory(jws.nonce)
+                elif nonce_store == "redis":
                     await nonces.redeem_in_redis(jws.nonce, remaining)
                 else:
                     spend_in_database = remaining
@@ -146,7 +151,7 @@ class AcmeHandler:
 
     def _process(self, method: str, url: str, origin: str, ca_name: str | None, kwargs: dict[str, str],
                  jws: jose.JWS | None, spend_in_database: int) -> Response:
-        """All database work of one request, in one thread hop: the nonce first (without Redis)."""
+        """All database work of one request, in one thread hop: the nonce first (in the database store)."""
         if jws is not None and spend_in_database:
             nonces.redeem_in_database(jws.nonce, spend_in_database)
         ca = acme_ca(ca_name)
@@ -186,8 +191,7 @@ class AcmeHandler:
         if not host:
             server = scope.get("server") or ("localhost", None)
             host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
-        domain, _port = split_domain_port(host)
-        if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        if not _host_allowed(host, tuple(settings.ALLOWED_HOSTS)):
             raise problems.malformed(f"The host {host!r} is not served here (PKI_ALLOWED_HOSTS).")
         return f"{scope.get('scheme', 'http')}://{host}"
 
@@ -236,6 +240,13 @@ class AcmeHandler:
         headers.append((b"content-length", str(len(body)).encode("ascii")))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+@lru_cache(maxsize=256)
+def _host_allowed(host: str, allowed_hosts: tuple[str, ...]) -> bool:
+    """Django's Host check, remembered: its lazily compiled pattern costs more than the rest of routing."""
+    domain, _port = split_domain_port(host)
+    return bool(domain) and validate_host(domain, allowed_hosts)
 
 
 def _header(scope: Scope, name: bytes) -> str:
