@@ -16,7 +16,12 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from django.utils import timezone
 
 from pki_server.core import signals
-from pki_server.core.exceptions import CertificateAuthorityDisabled, PasswordError, SigningPolicyError
+from pki_server.core.exceptions import (
+    CertificateAuthorityDisabled,
+    KeyBackendError,
+    PasswordError,
+    SigningPolicyError,
+)
 from pki_server.core.key_backends import key_backends
 from pki_server.core.key_backends.storages import CreatePrivateKeyOptions, UsePrivateKeyOptions
 from pki_server.core.models import Certificate, CertificateAuthority
@@ -206,6 +211,40 @@ def test_password_protected_ca(root: CertificateAuthority) -> None:
     assert not Certificate.objects.exists()
     cert = Certificate.objects.create_cert(ca, {"password": "pw"}, make_csr(), "/CN=a.example.com")
     cert.pub.verify_directly_issued_by(ca.pub)
+
+
+def test_the_key_is_read_once_while_its_file_is_there(root: CertificateAuthority,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loaded CA key is kept (its file is named after the key, never rewritten); a password still gates it."""
+    ca = CertificateAuthority.objects.init(
+        "kept", key_backends["default"], CreatePrivateKeyOptions(elliptic_curve="P-256", password=b"pw"),
+        "/CN=Kept", parent=root,
+    )
+    backend = ca.key_backend
+    reads: list[str] = []
+    original = type(backend)._read_private_key
+
+    def read(ca: CertificateAuthority, storage: object, path: str, options: UsePrivateKeyOptions) -> object:
+        reads.append(path)
+        return original(ca, storage, path, options)
+
+    monkeypatch.setattr(type(backend), "_read_private_key", staticmethod(read))
+    for _ in range(3):
+        Certificate.objects.create_cert(ca, {"password": "pw"}, make_csr(), "/CN=a.example.com")
+    assert len(reads) == 1
+    # Another password is not served from the cache: it is tried on the file, and fails.
+    with pytest.raises(PasswordError, match="Wrong password"):
+        Certificate.objects.create_cert(ca, {"password": "bad"}, make_csr(), "/CN=a.example.com")
+    with pytest.raises(PasswordError, match="a password is required"):
+        Certificate.objects.create_cert(ca, None, make_csr(), "/CN=a.example.com")
+    # A key file that went away is missed at once, not after the cache's time.
+    path = Path(backend.storage.path(ca.key_backend_options["path"]))
+    away = path.rename(path.with_suffix(".away"))
+    with pytest.raises(KeyBackendError, match="missing"):
+        Certificate.objects.create_cert(ca, {"password": "pw"}, make_csr(), "/CN=a.example.com")
+    away.rename(path)
+    Certificate.objects.create_cert(ca, {"password": "pw"}, make_csr(), "/CN=a.example.com")
+    assert Certificate.objects.filter(ca=ca).count() == 4
 
 
 def test_bad_csr_signature(intermediate: CertificateAuthority) -> None:

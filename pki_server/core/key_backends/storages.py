@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,10 @@ if TYPE_CHECKING:
     from pki_server.core.models import CertificateAuthority
 
 __all__ = ["CreatePrivateKeyOptions", "StoragesBackend", "UsePrivateKeyOptions"]
+
+KEY_CACHE_SECONDS = 60  # a loaded key is kept this long, while its file is there
+# (storage alias, storage location, path, SHA-256 of the password) -> (key, monotonic expiry)
+_loaded: dict[tuple[str, str, str, bytes], tuple[utils.PrivateKey, float]] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +79,8 @@ class StoragesBackend(KeyBackend):
 
     def delete_private_key(self, stored: dict[str, Any]) -> None:
         path = stored.get("path")
+        for cache_key in [cache_key for cache_key in _loaded if cache_key[2] == path]:
+            _loaded.pop(cache_key, None)
         if path and self.storage.exists(path):
             self.storage.delete(path)
 
@@ -80,8 +88,26 @@ class StoragesBackend(KeyBackend):
         path = ca.key_backend_options.get("path")
         if not path:
             raise KeyBackendError(f"{ca.name}: no key file is recorded for this CA.")
+        # A key file is named after its key and never rewritten, so while it is there, a key read from
+        # it a moment ago is still its key: reading and parsing the PEM on every signature cost more
+        # than the signature. A file that went away is noticed at once (the check is one stat).
+        storage = self.storage
+        cache_key = (self.storage_alias, getattr(storage, "location", ""), path,
+                     hashlib.sha256(options.password_bytes or b"").digest())
+        cached = _loaded.get(cache_key)
+        if cached is not None and cached[1] > time.monotonic() and storage.exists(path):
+            return cached[0]
+        key = self._read_private_key(ca, storage, path, options)
+        if len(_loaded) >= 64:
+            _loaded.clear()
+        _loaded[cache_key] = (key, time.monotonic() + KEY_CACHE_SECONDS)
+        return key
+
+    @staticmethod
+    def _read_private_key(ca: CertificateAuthority, storage: Storage, path: str,
+                          options: UsePrivateKeyOptions) -> utils.PrivateKey:
         try:
-            with self.storage.open(path, "rb") as stream:
+            with storage.open(path, "rb") as stream:
                 data = stream.read()
         except FileNotFoundError:
             raise KeyBackendError(f"{ca.name}: the key file {path} is missing from the key storage.") from None
