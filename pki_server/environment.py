@@ -213,7 +213,7 @@ def database(env: Mapping[str, str], data_dir: Path, name: str = "PKI_DATABASE_U
             raise ConfigurationError(f"{name} has an invalid port.") from None
         options = dict(parse_qsl(parts.query))
         return {
-            "ENGINE": "django.db.backends.postgresql",
+            "ENGINE": "pki_server.postgresql",
             "NAME": database_name,
             "USER": unquote(parts.username or ""),
             "PASSWORD": unquote(parts.password or ""),

@@ -311,7 +311,7 @@ class TestDatabase:
     def test_postgres(self, tmp_path: Path) -> None:
         config = env.database({"PKI_DATABASE_URL": "postgres://user:pw@host:5433/db"}, tmp_path)
         assert config == {
-            "ENGINE": "django.db.backends.postgresql", "NAME": "db", "USER": "user", "PASSWORD": "pw",
+            "ENGINE": "pki_server.postgresql", "NAME": "db", "USER": "user", "PASSWORD": "pw",
             "HOST": "host", "PORT": "5433", "OPTIONS": {}, "CONN_MAX_AGE": 300, "CONN_HEALTH_CHECKS": True,
         }
 
@@ -549,7 +549,7 @@ def test_allowed_hosts_given(tmp_path: Path) -> None:
 def test_postgres_url_gives_the_database_entry(tmp_path: Path) -> None:
     shown = show_settings(pki_env(tmp_path / "var", PKI_DATABASE_URL="postgres://user:pw@host:5433/db"), tmp_path)
     assert shown["DATABASE"] == {
-        "ENGINE": "django.db.backends.postgresql", "NAME": "db", "USER": "user", "PASSWORD": "pw",
+        "ENGINE": "pki_server.postgresql", "NAME": "db", "USER": "user", "PASSWORD": "pw",
         "HOST": "host", "PORT": "5433", "OPTIONS": {}, "CONN_MAX_AGE": 300, "CONN_HEALTH_CHECKS": True,
     }
 
