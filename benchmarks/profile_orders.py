@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from servers import free_port, pki_embedded  # noqa: E402
+from servers import free_port, pki_embedded, pki_scaled  # noqa: E402
 
 LOAD = HERE / "acme_load.py"
 
@@ -54,7 +54,9 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("thread hops (asgiref)", ("asgiref/sync.py",)),
     ("dashboard events", ("dashboard/events.py",)),
 ]
-IDLE = "Runner.run (asyncio/runners.py"
+# Leaf frames of a thread with nothing to do: the event loop waiting in libuv, a thread-pool thread
+# waiting for work (py-spy does not always tell that wait from running).
+IDLE = ("Runner.run (asyncio/runners.py", "_worker (concurrent/futures/thread.py:81)")
 
 
 def bucket_of(stack: str) -> str:
@@ -84,33 +86,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--concurrency", type=int, default=16)
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second (default: 100)")
     parser.add_argument("--json", type=Path, help="also write the figures as one JSON line to FILE")
+    parser.add_argument("--topology", choices=["embedded", "scaled"], default="embedded",
+                        help="scaled: two web processes and a worker on PostgreSQL and Redis, each sampled")
+    parser.add_argument("--gil", action="store_true",
+                        help="only samples holding the GIL (py-spy --gil): Python's own CPU, without waits on "
+                             "sockets or the disk, and without C code that lets the GIL go (SQLite, libpq)")
+    parser.add_argument("--raw", type=Path, help="also copy py-spy's raw samples (collapsed stacks) to FILE")
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
         parser.error("py-spy is not installed (pip install py-spy)")
 
     http01, dns = free_port(), free_port(udp_too=True)
-    with tempfile.TemporaryDirectory(prefix="pki-profile-") as tmp, \
-            pki_embedded(Path(tmp) / "server", http01, dns) as target:
-        def load(count: int) -> dict[str, object]:
-            command = [sys.executable, str(LOAD), target.directory, "-n", str(count), "-c", str(args.concurrency),
-                       "--http01-port", str(http01), *target.load_args, "--server-pid", str(target.pids[0])]
-            output = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)  # noqa: S603
-            lines = [line for line in output.stdout.splitlines() if line.startswith("{")]
-            if not lines:
-                raise SystemExit(f"acme_load.py gave no result: {output.stderr[-2000:]}")
-            return dict(json.loads(lines[-1]))
+    with tempfile.TemporaryDirectory(prefix="pki-profile-") as tmp:
+        server = (pki_embedded(Path(tmp) / "server", http01, dns) if args.topology == "embedded"
+                  else pki_scaled(Path(tmp) / "server", http01, dns))
+        with server as target:
+            def load(count: int) -> dict[str, object]:
+                command = [sys.executable, str(LOAD), target.directory, "-n", str(count), "-c", str(args.concurrency),
+                           "--http01-port", str(http01), *target.load_args,
+                           *(arg for pid in target.pids for arg in ("--server-pid", str(pid)))]
+                output = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)  # noqa: S603
+                lines = [line for line in output.stdout.splitlines() if line.startswith("{")]
+                if not lines:
+                    raise SystemExit(f"acme_load.py gave no result: {output.stderr[-2000:]}")
+                return dict(json.loads(lines[-1]))
 
-        load(20)  # warm-up
-        raw = Path(tmp) / "samples.txt"
-        spy = subprocess.Popen([py_spy, "record", "-p", str(target.pids[0]), "-r", str(args.rate), "-f", "raw",  # noqa: S603
-                                "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            result = load(args.orders)
-        finally:
-            spy.send_signal(signal.SIGINT)
-            spy.wait(timeout=60)
-        buckets, idle = read_samples(raw)
+            load(20)  # warm-up
+            raws = [Path(tmp) / f"samples-{pid}.txt" for pid in target.pids]
+            spy_args = ["-r", str(args.rate), "-f", "raw", *(["--gil"] if args.gil else [])]
+            spies = [subprocess.Popen([py_spy, "record", "-p", str(pid), *spy_args, "-o", str(raw)],  # noqa: S603
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for pid, raw in zip(target.pids, raws, strict=True)]
+            try:
+                result = load(args.orders)
+            finally:
+                for spy in spies:
+                    spy.send_signal(signal.SIGINT)
+                for spy in spies:
+                    spy.wait(timeout=60)
+        buckets, idle = Counter(), 0
+        for raw in raws:
+            more, more_idle = read_samples(raw)
+            buckets.update(more)
+            idle += more_idle
+        if args.raw:
+            with args.raw.open("w") as out:
+                for raw in raws:
+                    out.write(raw.read_text())
 
     busy = sum(buckets.values())
     cpu_ms = float(result["serverCpuPerOrder"]) * 1000  # type: ignore[arg-type]

@@ -3,7 +3,7 @@
 With ``CONN_HEALTH_CHECKS`` Django runs ``SELECT 1`` before the first query after every
 ``close_old_connections()``, and channels' ``database_sync_to_async`` calls that around every
 thread hop: one extra round trip for each ACME request and each piece of worker bookkeeping.
-Here the check runs when the connection has not been checked (or used without error) for
+Here the check runs when the connection has not been checked (or opened) for
 ``HEALTH_CHECK_INTERVAL`` seconds. A connection that breaks within that time fails the query that
 meets it; Django then closes it (``errors_occurred``) and the next one reconnects — what happens
 without health checks, but only for a connection that was in use seconds ago.
