@@ -26,6 +26,7 @@ from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
+from django.db.models.signals import post_save, pre_save
 from django.db.models.sql.compiler import SQLCompiler
 
 M = TypeVar("M", bound=Model)
@@ -146,22 +147,33 @@ def conditional_update(model: type[Model], pk: Any, values: dict[str, Any], *, s
 _insert_sql: dict[tuple[type[Model], int], tuple[str, list[Any]]] = {}
 
 
-def insert(objects: Sequence[Model]) -> None:
+def insert(objects: Sequence[Model], *, send_signals: bool = False) -> None:
     """INSERT new instances of one model in one statement and give them their primary keys.
 
     What ``Model.save()`` / ``bulk_create()`` write (each field's ``pre_save`` and
     ``get_db_prep_save``: defaults, adapted values), with the statement built once per model and
-    row count. Sends no ``pre_save``/``post_save`` signals (nothing of ours listens to them for the
-    models this is used on: ACME's rows). Falls back to ``bulk_create`` where the database cannot
-    return the keys of inserted rows (SQLite older than 3.35).
+    row count. ``pre_save``/``post_save`` (``created=True``) are sent for each object only with
+    ``send_signals``, as ``save()`` sends them (ACME's rows go without: nothing listens). Falls back
+    to ``bulk_create`` where the database cannot return the keys of inserted rows (SQLite older
+    than 3.35).
     """
     if not objects:
         return
     model = type(objects[0])
     connection = connections["default"]
+    if send_signals:
+        for obj in objects:
+            pre_save.send(sender=model, instance=obj, raw=False, using="default", update_fields=None)
     if not connection.features.can_return_rows_from_bulk_insert:
         model._default_manager.bulk_create(objects)
-        return
+    else:
+        _insert(model, objects, connection)
+    if send_signals:
+        for obj in objects:
+            post_save.send(sender=model, instance=obj, created=True, update_fields=None, raw=False, using="default")
+
+
+def _insert(model: type[Model], objects: Sequence[Model], connection: BaseDatabaseWrapper) -> None:
     key = (model, len(objects))
     if key not in _insert_sql:
         meta = model._meta

@@ -163,3 +163,33 @@ def test_insert_writes_what_create_writes(rows: AcmeOrder) -> None:
     # A through row of a many-to-many relation.
     insert([AcmeOrder.authorizations.through(acmeorder=rows, acmeauthorization=mine)])
     assert mine in rows.authorizations.all()
+
+
+def test_insert_sends_save_signals_when_asked(intermediate: CertificateAuthority) -> None:
+    """create_cert inserts through prepared.insert: receivers of post_save see what save() would show them."""
+    from django.db.models.signals import post_save, pre_save
+
+    from pki_server.core.key_backends.storages import UsePrivateKeyOptions
+    from pki_server.core.models import Certificate
+    from tests.fixtures import make_csr
+
+    seen: list[tuple[str, object, bool | None, bool]] = []
+
+    def before(sender: type, instance: Certificate, **kwargs: object) -> None:
+        seen.append(("pre", instance.serial, None, instance.pk is None))
+
+    def after(sender: type, instance: Certificate, created: bool, **kwargs: object) -> None:
+        seen.append(("post", instance.serial, created, instance.pk is None))
+
+    pre_save.connect(before, sender=Certificate)
+    post_save.connect(after, sender=Certificate)
+    try:
+        cert = Certificate.objects.create_cert(intermediate, UsePrivateKeyOptions(password=None), make_csr(),
+                                               "/CN=signals.example.com")
+    finally:
+        pre_save.disconnect(before, sender=Certificate)
+        post_save.disconnect(after, sender=Certificate)
+    assert seen == [("pre", cert.serial, None, True), ("post", cert.serial, True, False)]
+    stored = Certificate.objects.get(pk=cert.pk)
+    assert fields(stored) == fields(cert) | {"der": stored.der}  # memoryview from the database, bytes in memory
+    assert bytes(stored.der) == bytes(cert.der) and stored.sans == "DNS:signals.example.com"

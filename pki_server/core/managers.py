@@ -20,6 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
+from pki_server import prepared
 from pki_server.core import extensions as ext
 from pki_server.core import signals, utils
 from pki_server.core.exceptions import CertificateAuthorityDisabled, PkiError, SigningPolicyError
@@ -324,7 +325,8 @@ class CertificateManager(models.Manager["Certificate"]):
         cert = self.model(ca=ca, profile=profile_obj.name,
                           csr=csr.public_bytes(serialization.Encoding.PEM).decode("ascii"))
         cert._set_certificate(certificate)
-        cert.save(force_insert=True)
+        # Model.save()'s query building was a quarter of issuing; the INSERT it makes is built once.
+        prepared.insert([cert], send_signals=True)
         log.info("CA %s issued %s (serial %s).", ca.name, cert, cert.serial)
         signals.post_issue_cert.send(sender=self.model, cert=cert)
         return cert
