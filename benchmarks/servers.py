@@ -24,6 +24,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -193,6 +194,8 @@ def _pki_env(data_dir: Path, http01_port: int, dns_port: int) -> dict[str, str]:
 
 
 PKI = [sys.executable, "-m", "pki_server"]
+# Extra arguments for every `pki-server serve` (an experiment: `--log-level warning`, say).
+SERVE_ARGS = shlex.split(os.environ.get("PKI_BENCH_SERVE_ARGS", ""))
 
 
 def _init(workdir: Path, env: dict[str, str], fill: int) -> None:
@@ -222,7 +225,7 @@ def pki_embedded(workdir: Path, http01_port: int, dns_port: int, label: str = "e
     server = None
     try:
         with log_path.open("wb") as log:
-            server = subprocess.Popen([*PKI, "serve", "--port", str(port)],  # noqa: S603
+            server = subprocess.Popen([*PKI, "serve", "--port", str(port), *SERVE_ARGS],  # noqa: S603
                                       env=env, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
         directory = f"http://127.0.0.1:{port}/acme/directory"
         wait_for(directory, server, log_path, seconds=120)
@@ -281,8 +284,8 @@ def pki_scaled(workdir: Path, http01_port: int, dns_port: int, *, per_request: b
             "PKI_BASE_URL": balancer.url,  # 127.0.0.1: in ALLOWED_HOSTS by default
         })
         _init(workdir, env, 0)
-        commands = [("web0", ["serve", "--no-worker", "--host", "127.0.0.1", "--port", str(web_ports[0])]),
-                    ("web1", ["serve", "--no-worker", "--host", "127.0.0.1", "--port", str(web_ports[1])]),
+        commands = [("web0", ["serve", "--no-worker", "--host", "127.0.0.1", "--port", str(web_ports[0]), *SERVE_ARGS]),
+                    ("web1", ["serve", "--no-worker", "--host", "127.0.0.1", "--port", str(web_ports[1]), *SERVE_ARGS]),
                     ("worker", ["worker"])]
         for role, args in commands:
             with (workdir / f"{role}.log").open("wb") as log:
