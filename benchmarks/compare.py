@@ -105,9 +105,10 @@ def main_scenarios(bench: Bench) -> None:
         if "orders" in args.modes:
             for challenge in args.challenges:
                 for concurrency in args.concurrencies:
-                    for target in targets:
-                        bench.load(target, args.orders, concurrency, challenge=challenge,
-                                   scenario=f"{challenge} C={concurrency}")
+                    for _ in range(args.repeat):  # rounds: every server once, so a slow minute hits all of them
+                        for target in targets:
+                            bench.load(target, args.orders, concurrency, challenge=challenge,
+                                       scenario=f"{challenge} C={concurrency}")
         for mode in ("nonce", "ocsp"):
             if mode in args.modes:
                 for concurrency in args.concurrencies:
@@ -248,31 +249,42 @@ def print_table(lines: list[dict[str, Any]]) -> None:
     print_ratios(lines)
 
 
+def _median(runs: list[dict[str, Any]], value: Callable[[dict[str, Any]], Any]) -> Any:
+    values = sorted(v for v in map(value, runs) if v is not None)
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
 def print_ratios(lines: list[dict[str, Any]]) -> None:
-    by_scenario: dict[str, dict[str, dict[str, Any]]] = {}
+    """Ratios to Pebble (or to the empty database) of each scenario; with --repeat, of the runs' medians."""
+    by_scenario: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for data in lines:
         if "server" in data and "error" not in data and data.get("mode") not in ("memory", "big-db"):
-            by_scenario.setdefault(data["scenario"], {})[data["server"]] = data
+            by_scenario.setdefault(data["scenario"], {}).setdefault(data["server"], []).append(data)
     rows = []
+    repeated = False
     for scenario, servers in by_scenario.items():
-        base = servers.get("pebble") or servers.get("embedded-empty")
-        if base is None:
+        base_name = "pebble" if "pebble" in servers else "embedded-empty" if "embedded-empty" in servers else None
+        if base_name is None:
             continue
-        for server, data in servers.items():
-            if data is base:
+        base = servers[base_name]
+        for server, runs in servers.items():
+            if server == base_name:
                 continue
-            if data.get("mode") in ("nonce", "ocsp"):
-                rows.append((scenario, f"{server}/{base['server']}",
-                             _ratio(data["requestsPerSecond"], base["requestsPerSecond"]),
-                             _ratio(data["serverCpuPerRequest"], base["serverCpuPerRequest"]),
-                             _ratio(data["latencyMs"]["p95"], base["latencyMs"]["p95"])))
+            repeated = repeated or len(runs) > 1 or len(base) > 1
+            if runs[0].get("mode") in ("nonce", "ocsp"):
+                metrics: list[Callable[[dict[str, Any]], Any]] = [
+                    lambda d: d["requestsPerSecond"], lambda d: d["serverCpuPerRequest"],
+                    lambda d: d["latencyMs"]["p95"]]
             else:
-                rows.append((scenario, f"{server}/{base['server']}",
-                             _ratio(data["ordersPerSecond"], base["ordersPerSecond"]),
-                             _ratio(data["serverCpuPerOrder"], base["serverCpuPerOrder"]),
-                             _ratio(_p95(data), _p95(base))))
+                metrics = [lambda d: d["ordersPerSecond"], lambda d: d["serverCpuPerOrder"], _p95]
+            rows.append((scenario, f"{server}/{base_name}",
+                         *(_ratio(_median(runs, metric), _median(base, metric)) for metric in metrics)))
     if rows:
-        print("Ratios (rate: higher is better; CPU per order/request and p95: lower is better)")
+        print("Ratios (rate: higher is better; CPU per order/request and p95: lower is better)"
+              + ("; of each server's median over the rounds" if repeated else ""))
         print(f"{'scenario':<22} {'servers':<28} {'rate':>7} {'CPU':>7} {'p95':>7}")
         for scenario, servers_, rate, cpu, p95 in rows:
             print(f"{scenario:<22} {servers_:<28} {fmt(rate, 2):>7} {fmt(cpu, 2):>7} {fmt(p95, 2):>7}")
@@ -319,6 +331,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--big-db-orders", type=int, help="Orders of the --big-db runs (default: -n).")
     parser.add_argument("--memory", type=int, metavar="N", default=0,
                         help="Also N orders at C=16 against a fresh embedded server, watching its memory.")
+    parser.add_argument("--repeat", type=int, default=1, metavar="K",
+                        help="Run each order scenario K times, every server once per round; ratios of the medians.")
     parser.add_argument("--warmup", type=int, default=5, help="Orders run first against each server, not counted.")
     parser.add_argument("--timeout", type=float, default=120.0, help="Seconds for one load run (default: 120).")
     parser.add_argument("--poll-interval", type=float, default=0.05, help="Passed to acme_load.py (default: 0.05).")
@@ -333,8 +347,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.challenges = _choices(args.challenge, CHALLENGES, "--challenge", parser) or ["http-01"]
     args.modes = _choices(args.modes, MODES, "--modes", parser)
     args.big_db_orders = args.big_db_orders or args.orders
-    if min(args.orders, args.requests, args.big_db_orders, *args.concurrencies) < 1 or args.warmup < 0:
-        parser.error("--orders, --requests, --big-db-orders and --concurrency must be at least 1, --warmup at least 0")
+    if min(args.orders, args.requests, args.big_db_orders, args.repeat, *args.concurrencies) < 1 or args.warmup < 0:
+        parser.error("--orders, --requests, --big-db-orders, --repeat and --concurrency must be at least 1, "
+                     "--warmup at least 0")
     if args.big_db_size < 1 or args.memory < 0 or args.memory > 1_000_000:
         parser.error("--big-db-size must be at least 1 and --memory between 0 and 1000000")
     return args
@@ -362,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
         Path(args.json).write_text("".join(json.dumps(line) + "\n" for line in bench.lines))
-    print(f"{args.orders} orders per scenario (--big-db: {args.big_db_orders}), {os.cpu_count()} CPUs (client "
-          f"included), {time.monotonic() - started:.0f} s in all")
+    print(f"{args.orders} orders per scenario (--big-db: {args.big_db_orders}), {args.repeat} round(s), "
+          f"{os.cpu_count()} CPUs (client included), {time.monotonic() - started:.0f} s in all")
     print_table(bench.lines)
     if any("error" in d or d.get("failures") for d in bench.lines):
         status = 1
