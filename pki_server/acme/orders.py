@@ -169,10 +169,12 @@ def refresh_order(order: AcmeOrder) -> list[AcmeAuthorization] | None:
 
 # --- Challenges and validation ----------------------------------------------------------------------
 
-def start_challenge(challenge: AcmeChallenge, account_uri: str = "") -> bool:
+def start_challenge(challenge: AcmeChallenge, account_uri: str = "", lease: timedelta | None = None) -> bool:
     """A client's ``{}`` to a challenge (RFC 8555 §7.5.1). True when a validation must be dispatched.
 
     ``account_uri`` is the account URL the request was signed with, for CAA's accounturi (RFC 8657).
+    With ``lease``, the challenge is also claimed for that long (as ``claim`` does), for a validation
+    the caller starts itself.
     """
     authz = refresh_authorization(challenge.authorization)
     if challenge.status != Chall.STATUS_PENDING:
@@ -180,9 +182,10 @@ def start_challenge(challenge: AcmeChallenge, account_uri: str = "") -> bool:
     if authz.status != Authz.STATUS_PENDING:
         raise problems.malformed(f"The authorization is {authz.status}; its challenges can no longer be attempted.")
     now = timezone.now()
-    updated = conditional_update(
-        Chall, challenge.pk, {"status": Chall.STATUS_PROCESSING, "processing_since": now, "account_uri": account_uri},
-        status=Chall.STATUS_PENDING)
+    values: dict[str, Any] = {"status": Chall.STATUS_PROCESSING, "processing_since": now, "account_uri": account_uri}
+    if lease is not None:
+        values["lease_until"] = now + lease
+    updated = conditional_update(Chall, challenge.pk, values, status=Chall.STATUS_PENDING)
     if updated:
         challenge.status, challenge.processing_since = Chall.STATUS_PROCESSING, now
     return bool(updated)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -23,10 +24,11 @@ from django.conf import settings
 
 from pki_server.acme import jose, lookups, nonces, orders, problems
 from pki_server.acme.challenges import VALIDATORS
-from pki_server.acme.models import AcmeChallenge, AcmeOrder
+from pki_server.acme.models import AcmeAccount, AcmeChallenge, AcmeOrder
 from pki_server.acme.validation.base import ValidationConfig, ValidationError, ValidationRecord
 from pki_server.acme.validation.caa import check_caa
 from pki_server.core import crl, ocsp_responder
+from pki_server.core.models import CertificateAuthority
 
 log = logging.getLogger("pki_server.acme.worker")
 
@@ -59,12 +61,22 @@ def validation_config() -> ValidationConfig:
     )
 
 
-_running = 0  # Workers running in this process
+_here: list[Worker] = []  # the workers running in this process (the embedded `serve` runs one)
 
 
 def runs_here() -> bool:
     """Whether this process runs a worker, so holds what signing needs (the embedded `serve`)."""
-    return _running > 0
+    return bool(_here)
+
+
+def validation_lease(config: ValidationConfig) -> timedelta:
+    # CAA and the validation each get total_timeout; the lease outlasts both.
+    return timedelta(seconds=config.total_timeout * 2 + 5)
+
+
+def local_validation_lease() -> timedelta | None:
+    """The lease a validation run by this process's worker takes; None when no worker runs here."""
+    return validation_lease(_here[0].config) if _here else None
 
 
 @dataclass(frozen=True)
@@ -78,31 +90,35 @@ class ValidationJob:
     account_uri: str | None
 
 
+def job_for(challenge: AcmeChallenge, account: AcmeAccount, ca: CertificateAuthority) -> ValidationJob:
+    """What validating ``challenge`` needs, from rows already loaded (its authorization with it)."""
+    authz = challenge.authorization
+    return ValidationJob(
+        kind=challenge.type,
+        identifier=authz.identifier,
+        wildcard=authz.wildcard,
+        token=challenge.token,
+        key_authorization=jose.key_authorization(challenge.token, json.loads(account.jwk)),
+        caa_identities=ca.caa_identities,
+        account_uri=challenge.account_uri or None,
+    )
+
+
 def _claim_challenge(challenge_id: int, lease: timedelta) -> ValidationJob | None:
     if not orders.claim(AcmeChallenge, challenge_id, lease):
         return None
     challenge = lookups.challenge_for_validation.one(challenge_id)
     if challenge is None:
         return None
-    authz = challenge.authorization
-    ca = authz.account.ca
-    return ValidationJob(
-        kind=challenge.type,
-        identifier=authz.identifier,
-        wildcard=authz.wildcard,
-        token=challenge.token,
-        key_authorization=jose.key_authorization(challenge.token, json.loads(authz.account.jwk)),
-        caa_identities=ca.caa_identities,
-        account_uri=challenge.account_uri or None,
-    )
+    return job_for(challenge, challenge.authorization.account, challenge.authorization.account.ca)
 
 
-async def validate(challenge_id: int, config: ValidationConfig) -> None:
-    # CAA and the validation each get total_timeout; the lease outlasts both.
-    lease = timedelta(seconds=config.total_timeout * 2 + 5)
-    job = await database_sync_to_async(_claim_challenge)(challenge_id, lease)
+async def validate(challenge_id: int, config: ValidationConfig, job: ValidationJob | None = None) -> None:
+    """Validate a processing challenge: claimed here first, unless ``job`` says the caller claimed it."""
     if job is None:
-        return
+        job = await database_sync_to_async(_claim_challenge)(challenge_id, validation_lease(config))
+        if job is None:
+            return
     kind, identifier = job.kind, job.identifier
     validator = VALIDATORS.get(kind)
     records: list[dict[str, Any]] = []
@@ -164,12 +180,19 @@ class Worker:
         self.slots = asyncio.Semaphore(MAX_CONCURRENT)
 
     async def run(self) -> None:
-        global _running
-        _running += 1
+        _here.append(self)
         try:
             await self._run()
         finally:
-            _running -= 1
+            _here.remove(self)
+
+    async def validate_claimed(self, challenge_id: int, job: ValidationJob) -> None:
+        """Run a validation whose challenge the caller claimed (``start_challenge`` with a lease) in this process."""
+        await self.slots.acquire()
+        work = validate(challenge_id, self.config, job)
+        task = asyncio.create_task(self._guarded(work, f"validation of challenge {challenge_id}"))
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
 
     async def _run(self) -> None:
         layer = get_channel_layer()
@@ -204,16 +227,19 @@ class Worker:
         kind, pk = message.get("type"), message.get("id")
         if not isinstance(pk, int):
             log.warning("Ignoring a malformed worker message: %r", message)
-            return
+        elif kind == "acme.validate":
+            await self._guarded(validate(pk, self.config), f"worker message {message!r}")
+        elif kind == "acme.issue":
+            await self._guarded(database_sync_to_async(_claim_and_issue)(pk), f"worker message {message!r}")
+        else:
+            log.warning("Ignoring a worker message of unknown type %r", kind)
+
+    @staticmethod
+    async def _guarded(work: Awaitable[None], what: str) -> None:
         try:
-            if kind == "acme.validate":
-                await validate(pk, self.config)
-            elif kind == "acme.issue":
-                await database_sync_to_async(_claim_and_issue)(pk)
-            else:
-                log.warning("Ignoring a worker message of unknown type %r", kind)
+            await work
         except Exception:
-            log.exception("Worker message %r failed; the sweeper will retry it.", message)
+            log.exception("The %s failed; the sweeper will retry it.", what)
 
     async def sweeper(self) -> None:
         while True:
@@ -224,3 +250,11 @@ class Worker:
                     await dispatch(kind, pk)
             except Exception:
                 log.exception("The sweeper failed; it tries again in %s s.", SWEEP_INTERVAL)
+
+
+async def validate_here(challenge_id: int, job: ValidationJob) -> bool:
+    """Hand a challenge claimed in this process to this process's worker; False when none runs here."""
+    if not _here:
+        return False
+    await _here[0].validate_claimed(challenge_id, job)
+    return True

@@ -41,11 +41,13 @@ class Http01Responder:
     def __init__(self, port: int) -> None:
         self.tokens: dict[str, str] = {}
         self.requests: list[str] = []
-        tokens, requests = self.tokens, self.requests
+        self.delay = 0.0  # seconds each answer waits (a slow web server)
+        tokens, requests, responder = self.tokens, self.requests, self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 requests.append(self.path)
+                time.sleep(responder.delay)
                 token = self.path.rpartition("/")[2]
                 body = tokens.get(token)
                 self.send_response(200 if body is not None else 404)

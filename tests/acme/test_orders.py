@@ -34,6 +34,7 @@ from tests.acme.flow_helpers import (
     thumbprint,
     unique_name,
     wait_for,
+    wait_order,
 )
 from tests.acme.server import PkiServer
 
@@ -155,6 +156,28 @@ def test_embedded_finalize_issues_at_once(pki_server: PkiServer, root_certificat
     again = post(acme, orderr.body.finalize, messages.CertificateRequest(csr=csr).to_partial_json())
     assert_problem(again, 403, "orderNotReady")
     assert table_counts(pki_server) == before
+
+
+def test_embedded_challenge_is_claimed_by_its_request(pki_server: PkiServer) -> None:
+    """The embedded server validates in its own worker: the challenge request itself claims the
+    challenge (processing, with the validation's lease, in one UPDATE) and hands it over in-process;
+    the scaled path (a wake-up, then the worker claims) is in tests/scale."""
+    acme = register(pki_server)
+    orderr, _key = new_order(pki_server, acme, [unique_name()])
+    pki_server.http01.delay = 1.5  # the validation is still running when the row is read
+    try:
+        challb = answer_http01(pki_server, acme, orderr.authorizations[0])
+        status, since, lease = row(pki_server, "pki_acme_acmechallenge", "status, processing_since, lease_until",
+                                   challb.uri)
+    finally:
+        pki_server.http01.delay = 0.0
+    assert status == "processing"
+    # Set together: the lease is the worker's validation lease (2 x PKI_ACME_VALIDATION_TIMEOUT + 5 s) from the
+    # moment the request moved the challenge on; a worker's own claim would start it later.
+    parsed = [datetime.datetime.fromisoformat(value) for value in (since, lease)]
+    assert parsed[1] - parsed[0] == datetime.timedelta(seconds=2 * 10 + 5)
+    assert wait_order(acme, orderr.uri, ("ready", "invalid"))["status"] == "ready"
+    assert "Re-dispatching" not in pki_server.log_path.read_text()
 
 
 def test_finalize_before_ready_is_order_not_ready(pki_server: PkiServer) -> None:

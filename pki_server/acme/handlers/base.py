@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -27,6 +27,9 @@ from pki_server.acme.models import AcmeAccount
 from pki_server.acme.problems import AcmeProblem
 from pki_server.acme.urls import AcmeUrls
 from pki_server.core.models import CertificateAuthority
+
+if TYPE_CHECKING:
+    from pki_server.acme.worker import ValidationJob
 
 log = logging.getLogger("pki_server.acme")
 
@@ -46,6 +49,8 @@ class Response:
     links: list[str] = field(default_factory=list)
     # Work for the worker, sent once the database work is committed: (message type, object id).
     dispatch: list[tuple[str, int]] = field(default_factory=list)
+    # Validations claimed by this request for this process's worker: (challenge id, what it needs).
+    validate_here: list[tuple[int, ValidationJob]] = field(default_factory=list)
 
 
 @dataclass
@@ -132,11 +137,14 @@ class AcmeHandler:
                 response = await database_sync_to_async(self._process)(
                     method, url, origin, ca_name, kwargs, jws, spend_in_database
                 )
-            if response.dispatch:
-                from pki_server.acme.worker import dispatch
+            if response.dispatch or response.validate_here:
+                from pki_server.acme.worker import dispatch, validate_here
 
                 for kind, pk in response.dispatch:
                     await dispatch(kind, pk)
+                for pk, job in response.validate_here:
+                    if not await validate_here(pk, job):  # the worker stopped meanwhile: the sweeper's, after the lease
+                        log.warning("No worker here for challenge %s; it is validated after its lease.", pk)
         except AcmeProblem as problem:
             response = self.problem_response(problem)
         except ConnectionAbortedError:
