@@ -34,7 +34,7 @@ import dns.name
 import dns.resolver
 
 from pki_server.acme.validation.base import ValidationConfig, ValidationError
-from pki_server.acme.validation.resolver import ASYNCIO, _failure, describe_resolvers, ip_literal, make_resolver
+from pki_server.acme.validation.resolver import _failure, describe_resolvers, ip_literal, query
 
 KNOWN_TAGS = frozenset({"issue", "issuewild", "iodef", "issuemail"})  # RFC 8659 §4, RFC 9495
 _SHOWN_RECORDS = 5  # records quoted in an error detail
@@ -126,12 +126,11 @@ async def _relevant_rrset(name: str, config: ValidationConfig) -> tuple[str, lis
         qname = dns.name.from_text(name + ".")
     except dns.exception.DNSException as ex:
         raise ValidationError("malformed", f"{name!r} is not a valid DNS name: {ex}") from ex
-    resolver = make_resolver(config)
     current = qname
     try:
         async with asyncio.timeout(config.total_timeout):
             while current != dns.name.root:
-                properties = await _lookup_caa(resolver, current, config)
+                properties = await _lookup_caa(current, config)
                 if properties:
                     return current.to_text(omit_final_dot=True), properties
                 current = current.parent()
@@ -142,11 +141,10 @@ async def _relevant_rrset(name: str, config: ValidationConfig) -> tuple[str, lis
     return "", []
 
 
-async def _lookup_caa(resolver: dns.asyncresolver.Resolver, qname: dns.name.Name,
-                      config: ValidationConfig) -> list[_Property]:
+async def _lookup_caa(qname: dns.name.Name, config: ValidationConfig) -> list[_Property]:
     shown = qname.to_text(omit_final_dot=True)
     try:
-        answer = await resolver.resolve(qname, "CAA", raise_on_no_answer=False, search=False, backend=ASYNCIO)
+        rrset = await query(qname, "CAA", config)
     except dns.resolver.NXDOMAIN:
         return []
     except dns.exception.DNSException as ex:
@@ -154,7 +152,7 @@ async def _lookup_caa(resolver: dns.asyncresolver.Resolver, qname: dns.name.Name
                                      f"{_failure(ex)}; a CAA lookup that fails does not allow issuance "
                                      "(RFC 8659 §3)") from ex
     properties = []
-    for rdata in answer.rrset or []:
+    for rdata in rrset or []:
         tag = rdata.tag.decode("ascii", "replace").lower()
         value = rdata.value.decode("utf-8", "replace")
         properties.append(_Property(rdata.flags, tag, value, rdata.to_text()))

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 from collections.abc import Sequence
+from typing import Any
 
 import dns.asyncbackend
+import dns.asyncquery
 import dns.asyncresolver
 import dns.exception
+import dns.flags
+import dns.message
 import dns.name
 import dns.nameserver
+import dns.rcode
 import dns.rdatatype
 import dns.resolver
+import dns.rrset
 
 from pki_server.acme.validation.base import Address, ValidationConfig, ValidationError
 
@@ -124,10 +131,92 @@ def _failure(ex: Exception) -> str:
     return str(ex) or type(ex).__name__
 
 
-async def _lookup(resolver: dns.asyncresolver.Resolver, qname: dns.name.Name, rdtype: str,
-                  config: ValidationConfig) -> dns.resolver.Answer:
+def _nameservers(config: ValidationConfig) -> list[tuple[str, int]]:
+    if config.resolvers:
+        return list(config.resolvers)
+    return [(server.address, server.port) for server in make_resolver(config).nameservers
+            if isinstance(server, dns.nameserver.Do53Nameserver)]
+
+
+async def query(qname: dns.name.Name, rdtype: str, config: ValidationConfig) -> dns.rrset.RRset | None:
+    """A fresh lookup of ``rdtype`` at ``qname``: the answer's RRset (CNAMEs followed), None when there is none.
+
+    dnspython's resolver semantics — the resolvers in order, each try ``dns_timeout / 2``, all within
+    ``dns_timeout``; a resolver answering SERVFAIL or REFUSED is not asked again; a truncated answer is
+    asked again over TCP — with its exceptions (NXDOMAIN, NoNameservers, LifetimeTimeout), for a
+    quarter of its CPU: a new socket (and so a new random source port) and a random ID per query as
+    there, but no per-query event-loop endpoint, and an answer without records (most CAA lookups
+    climbing the tree, AAAA of IPv4-only hosts) is not parsed beyond its question.
+    """
+    request = dns.message.make_query(qname, rdtype)
+    wire = request.to_wire()
+    servers = _nameservers(config)
+    errors: list[tuple[str, bool, int, Any, dns.message.Message | None]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + config.dns_timeout
+    while servers:
+        for server in list(servers):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise dns.resolver.LifetimeTimeout(timeout=config.dns_timeout, errors=errors)
+            host, port = server
+            tcp = False
+            try:
+                response = await _exchange_udp(wire, request, host, port, min(config.dns_timeout / 2, remaining))
+                if response.flags & dns.flags.TC:
+                    tcp = True
+                    response = await dns.asyncquery.tcp(request, host, timeout=max(deadline - loop.time(), 0.001),
+                                                        port=port, backend=ASYNCIO)
+            except (TimeoutError, dns.exception.Timeout) as ex:
+                errors.append((host, tcp, port, ex, None))
+                continue
+            except (OSError, dns.exception.DNSException) as ex:  # unreachable, refused, a broken answer
+                errors.append((host, tcp, port, ex, None))
+                servers.remove(server)
+                continue
+            rcode = response.rcode()
+            if rcode == dns.rcode.NXDOMAIN:
+                raise dns.resolver.NXDOMAIN(qnames=[qname])
+            if rcode != dns.rcode.NOERROR:
+                errors.append((host, tcp, port, dns.rcode.to_text(rcode), response))
+                servers.remove(server)
+                continue
+            if not response.answer:
+                return None
+            if not isinstance(response, dns.message.QueryMessage):  # is_response() checked the opcode: cannot be
+                raise dns.exception.FormError("the answer is not a query response")
+            return response.resolve_chaining().answer
+    raise dns.resolver.NoNameservers(request=request, errors=errors)
+
+
+async def _exchange_udp(wire: bytes, request: dns.message.Message, host: str, port: int,
+                        timeout: float) -> dns.message.Message:
+    """Send ``wire`` from a new socket and wait for the datagram that answers it (others are ignored).
+
+    An answer without records (ANCOUNT 0) is parsed only up to its question, enough to match it
+    to the request: its authority section (an SOA, from most servers) cost more than the rest.
+    """
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.connect((host, port))  # a connected socket: the kernel drops datagrams from anywhere else
+        async with asyncio.timeout(timeout):
+            await loop.sock_sendall(sock, wire)
+            while True:
+                data = await loop.sock_recv(sock, 65535)
+                if len(data) < 12 or data[:2] != wire[:2]:  # not even a header, or another query's ID
+                    continue
+                try:
+                    response = dns.message.from_wire(data, question_only=data[6:8] == b"\0\0")
+                except dns.exception.DNSException:
+                    continue
+                if request.is_response(response):
+                    return response
+
+
+async def _lookup(qname: dns.name.Name, rdtype: str, config: ValidationConfig) -> dns.rrset.RRset | None:
     try:
-        return await resolver.resolve(qname, rdtype, raise_on_no_answer=False, search=False, backend=ASYNCIO)
+        return await query(qname, rdtype, config)
     except dns.resolver.NXDOMAIN:
         raise
     except dns.exception.DNSException as ex:
@@ -135,10 +224,9 @@ async def _lookup(resolver: dns.asyncresolver.Resolver, qname: dns.name.Name, rd
                                      f"with {describe_resolvers(config)}: {_failure(ex)}") from ex
 
 
-async def _addresses(resolver: dns.asyncresolver.Resolver, qname: dns.name.Name, rdtype: str,
-                     config: ValidationConfig) -> list[Address]:
-    answer = await _lookup(resolver, qname, rdtype, config)
-    return [ipaddress.ip_address(rdata.address) for rdata in (answer.rrset or [])]
+async def _addresses(qname: dns.name.Name, rdtype: str, config: ValidationConfig) -> list[Address]:
+    rrset = await _lookup(qname, rdtype, config)
+    return [ipaddress.ip_address(rdata.address) for rdata in (rrset or [])]
 
 
 async def resolve_addresses(name: str, config: ValidationConfig) -> list[Address]:
@@ -153,10 +241,9 @@ async def resolve_addresses(name: str, config: ValidationConfig) -> list[Address
     if literal is not None:
         return [literal]
     qname = _qname(name)
-    resolver = make_resolver(config)
     shown = qname.to_text(omit_final_dot=True)
-    results = await asyncio.gather(_addresses(resolver, qname, "AAAA", config),
-                                   _addresses(resolver, qname, "A", config), return_exceptions=True)
+    results = await asyncio.gather(_addresses(qname, "AAAA", config), _addresses(qname, "A", config),
+                                   return_exceptions=True)
     addresses: list[Address] = []
     failures: list[BaseException] = []
     for result in results:
@@ -187,7 +274,7 @@ async def lookup_txt(name: str, config: ValidationConfig) -> list[str]:
     """
     qname = _qname(name)
     try:
-        answer = await _lookup(make_resolver(config), qname, "TXT", config)
+        rrset = await _lookup(qname, "TXT", config)
     except dns.resolver.NXDOMAIN:
         return []
-    return [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in (answer.rrset or [])]
+    return [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in (rrset or [])]

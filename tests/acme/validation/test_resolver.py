@@ -135,6 +135,29 @@ def dns_config_fast(dns_server: DNSServer) -> ValidationConfig:
     return ValidationConfig(resolvers=(dns_server.address,), dns_timeout=0.3, deny_networks=())
 
 
+async def test_the_next_resolver_answers_when_one_fails_or_is_silent(dns_server: DNSServer) -> None:
+    """As dnspython's resolver: resolvers in order; one answering SERVFAIL is not asked again, a silent one costs
+    its try (half the lookup's time) and the next is asked within the rest."""
+    async with DNSServer() as second:
+        second.records[("twice.example", "A")] = ["192.0.2.9"]
+        dns_server.rcodes["twice.example"] = dns.rcode.SERVFAIL
+        config = ValidationConfig(resolvers=(dns_server.address, second.address), dns_timeout=1.0, deny_networks=())
+        assert await resolve_addresses("twice.example", config) == [ipaddress.ip_address("192.0.2.9")]
+        dns_server.silent.add("twice.example")
+        assert await resolve_addresses("twice.example", config) == [ipaddress.ip_address("192.0.2.9")]
+        assert ("twice.example", "A") in [(name.rstrip(".").lower(), kind) for name, kind in dns_server.queries]
+
+
+async def test_every_resolver_failing_names_each_answer(dns_server: DNSServer) -> None:
+    async with DNSServer() as second:
+        dns_server.rcodes["bad.example"] = dns.rcode.SERVFAIL
+        second.rcodes["bad.example"] = dns.rcode.REFUSED
+        config = ValidationConfig(resolvers=(dns_server.address, second.address), dns_timeout=1.0, deny_networks=())
+        with pytest.raises(ValidationError) as info:
+            await lookup_txt("bad.example", config)
+    assert info.value.detail.endswith(": REFUSED, SERVFAIL"), info.value.detail
+
+
 async def test_unreachable_resolver() -> None:
     closed = DNSServer()
     await closed.start()
