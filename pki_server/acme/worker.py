@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from pki_server import dbthread
 from pki_server.acme import jose, lookups, nonces, orders, problems
 from pki_server.acme.challenges import VALIDATORS
 from pki_server.acme.models import AcmeAccount, AcmeChallenge, AcmeOrder
@@ -116,7 +116,7 @@ def _claim_challenge(challenge_id: int, lease: timedelta) -> ValidationJob | Non
 async def validate(challenge_id: int, config: ValidationConfig, job: ValidationJob | None = None) -> None:
     """Validate a processing challenge: claimed here first, unless ``job`` says the caller claimed it."""
     if job is None:
-        job = await database_sync_to_async(_claim_challenge)(challenge_id, validation_lease(config))
+        job = await dbthread.run(_claim_challenge, challenge_id, validation_lease(config))
         if job is None:
             return
     kind, identifier = job.kind, job.identifier
@@ -142,12 +142,12 @@ async def validate(challenge_id: int, config: ValidationConfig, job: ValidationJ
         error = problems.problem_json("connection", f"The {kind} validation of {identifier} timed out.", 400)
     except asyncio.CancelledError:
         # The worker is stopping: hand the challenge back now rather than when the lease runs out.
-        await asyncio.shield(database_sync_to_async(orders.release)(AcmeChallenge, challenge_id))
+        await asyncio.shield(dbthread.run(orders.release, AcmeChallenge, challenge_id))
         raise
     except Exception:
         log.exception("Validation of challenge %s failed unexpectedly", challenge_id)
         error = problems.problem_json("serverInternal", "The validation failed on the server's side.", 500)
-    stored = await database_sync_to_async(orders.finish_validation)(challenge_id, error is None, records or None, error)
+    stored = await dbthread.run(orders.finish_validation, challenge_id, error is None, records or None, error)
     if stored:
         log.info("%s %s for %s: %s", kind, "valid" if error is None else "invalid", identifier,
                  error["detail"] if error else "ok")
@@ -230,7 +230,7 @@ class Worker:
         elif kind == "acme.validate":
             await self._guarded(validate(pk, self.config), f"worker message {message!r}")
         elif kind == "acme.issue":
-            await self._guarded(database_sync_to_async(_claim_and_issue)(pk), f"worker message {message!r}")
+            await self._guarded(dbthread.run(_claim_and_issue, pk), f"worker message {message!r}")
         else:
             log.warning("Ignoring a worker message of unknown type %r", kind)
 
@@ -245,7 +245,7 @@ class Worker:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
-                for kind, pk in await database_sync_to_async(_sweep)():
+                for kind, pk in await dbthread.run(_sweep):
                     log.info("Re-dispatching %s %s.", kind, pk)
                     await dispatch(kind, pk)
             except Exception:

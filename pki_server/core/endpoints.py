@@ -4,8 +4,8 @@ channels ahead of Django (pki_server/asgi.py), like the ACME handlers.
 Django's ASGI handler runs each request's sync code in a thread of its own (a fresh database
 connection each time) and through the middleware stack: about 10 ms of CPU for an OCSP response
 that takes well under one to make. Here a request is read (its body capped), its work done in one
-``database_sync_to_async`` call (channels': Django's connection hygiene around it) on the shared
-thread with its kept connection, and the reply of core/publication.py sent. Host names are
+hop to the database thread (pki_server/dbthread.py: Django's connection hygiene around it, a kept
+connection), and the reply of core/publication.py sent. Host names are
 checked against ALLOWED_HOSTS, as Django does.
 """
 
@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 from django.urls import URLPattern
 from django.urls import path as django_path
 
+from pki_server import dbthread
 from pki_server.core import publication
 from pki_server.core.publication import OCSP_REQUEST_MAX_SIZE, OCSP_REQUEST_TYPE, Reply
 
@@ -83,15 +83,15 @@ def _endpoint(methods: tuple[str, ...], handle: Callable[[Scope, str, bytes | No
 
 
 async def _issuer(scope: Scope, method: str, body: bytes | None) -> Reply:
-    return await database_sync_to_async(publication.issuer_reply)(scope["url_route"]["kwargs"]["serial"])
+    return await dbthread.run(publication.issuer_reply, scope["url_route"]["kwargs"]["serial"])
 
 
 async def _crl(scope: Scope, method: str, body: bytes | None) -> Reply:
     kwargs = scope["url_route"]["kwargs"]
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     wanted = query.get("format", [kwargs.get("encoding", "der")])[-1]
-    return await database_sync_to_async(publication.crl_reply)(
-        kwargs["serial"], wanted, _header(scope, b"if-none-match"), _header(scope, b"if-modified-since"))
+    return await dbthread.run(publication.crl_reply, kwargs["serial"], wanted, _header(scope, b"if-none-match"),
+                              _header(scope, b"if-modified-since"))
 
 
 async def _ocsp(scope: Scope, method: str, body: bytes | None) -> Reply:
@@ -102,7 +102,7 @@ async def _ocsp(scope: Scope, method: str, body: bytes | None) -> Reply:
         der = body if encoded is None and content_type == OCSP_REQUEST_TYPE and body else None
     else:
         der = publication.ocsp_request_from_path(encoded) if encoded is not None else None
-    return await database_sync_to_async(publication.ocsp_reply)(method, kwargs["serial"], der)
+    return await dbthread.run(publication.ocsp_reply, method, kwargs["serial"], der)
 
 
 _SAFE = ("GET", "HEAD")

@@ -1,7 +1,7 @@
 """Django's PostgreSQL backend, with the connection health check spaced out.
 
 With ``CONN_HEALTH_CHECKS`` Django runs ``SELECT 1`` before the first query after every
-``close_old_connections()``, and channels' ``database_sync_to_async`` calls that around every
+``close_old_connections()``, and the database thread (pki_server/dbthread.py) calls that around every
 thread hop: one extra round trip for each ACME request and each piece of worker bookkeeping.
 Here the check runs when the connection has not been checked (or opened) for
 ``HEALTH_CHECK_INTERVAL`` seconds. A connection that breaks within that time fails the query that

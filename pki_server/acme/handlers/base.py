@@ -3,8 +3,8 @@
 A request is read (with a size cap), its JWS parsed and its header checked (jose.py), its nonce
 spent in memory or Redis (nonces.py), and then *all* of its database work — spending the nonce when
 the database is the nonce store, finding the CA and the account, checking the signature and the
-handler's own work — runs in one ``sync_to_async`` call. Every response, errors included, carries
-a fresh ``Replay-Nonce`` and a ``Link`` to the directory.
+handler's own work — runs in one hop to the database thread (pki_server/dbthread.py). Every
+response, errors included, carries a fresh ``Replay-Nonce`` and a ``Link`` to the directory.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from pki_server import dbthread
 from pki_server.acme import accounts, jose, nonces, problems
 from pki_server.acme.cas import acme_ca, cached_acme_ca
 from pki_server.acme.models import AcmeAccount
@@ -134,9 +134,8 @@ class AcmeHandler:
             if ca is not None:
                 response = self.get(Request(method, url, AcmeUrls(origin, ca.name), ca, kwargs))
             else:
-                response = await database_sync_to_async(self._process)(
-                    method, url, origin, ca_name, kwargs, jws, spend_in_database
-                )
+                response = await dbthread.run(self._process, method, url, origin, ca_name, kwargs, jws,
+                                              spend_in_database)
             if response.dispatch or response.validate_here:
                 from pki_server.acme.worker import dispatch, validate_here
 

@@ -1,0 +1,72 @@
+"""pki_server/dbthread.py: the database thread the ACME handlers, the worker and the OCSP endpoints hop to."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import connections
+
+from pki_server import dbthread
+from pki_server.core.models import CertificateAuthority
+
+# The thread tidies its database connection around every job (close_old_connections), so every test
+# here may touch the database.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def where() -> tuple[str, int]:
+    return threading.current_thread().name, threading.get_ident()
+
+
+async def test_runs_on_one_thread_of_its_own_and_returns_the_result() -> None:
+    name, ident = await dbthread.run(where)
+    assert name == "pki-database" and ident != threading.get_ident()
+    assert {await dbthread.run(where) for _ in range(20)} == {(name, ident)}
+    assert await dbthread.run(lambda a, *, b: a + b, 2, b=3) == 5
+
+
+async def test_an_exception_comes_back_to_the_caller() -> None:
+    def fail() -> None:
+        raise LookupError("from the database thread")
+
+    with pytest.raises(LookupError, match="from the database thread"):
+        await dbthread.run(fail)
+    assert await dbthread.run(where)  # the thread carries on
+
+
+async def test_a_cancelled_caller_leaves_the_thread_working() -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        started.set()
+        release.wait(5)
+        return "done"
+
+    task = asyncio.create_task(dbthread.run(slow))
+    assert await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert (await dbthread.run(where))[0] == "pki-database"
+
+
+async def test_it_uses_a_database_connection_of_its_own(intermediate: CertificateAuthority) -> None:
+    def read() -> tuple[int, list[str]]:
+        return id(connections["default"]), list(CertificateAuthority.objects.values_list("name", flat=True))
+
+    wrapper, names = await dbthread.run(read)
+    assert "intermediate" in names  # what the test's thread committed
+    assert wrapper != id(connections["default"])  # Django's connections are per thread: this is the thread's own
+
+
+def test_inside_async_to_sync_the_callers_thread_runs_it() -> None:
+    """The tests' in-process ASGI client runs the app through async_to_sync: the work must stay in the
+    calling thread (its transaction, its query counting), as channels' database_sync_to_async does."""
+    async def hop() -> tuple[str, int]:
+        return await dbthread.run(where)
+
+    assert async_to_sync(hop)() == where()
