@@ -8,9 +8,11 @@ a hop is a ``SimpleQueue.put`` and a ``call_soon_threadsafe`` (about 35 µs), on
 thread, with the same connection hygiene as channels (``close_old_connections`` before and after).
 
 That thread has its own database connection; Django's own views (admin, dashboard) keep using
-asgiref's thread. Code running inside ``async_to_sync`` (the tests' in-process ASGI client) is
-sent through channels' path instead, because there the caller's thread is the one that must run
-the work (its transaction, its query counting).
+asgiref's thread. To the code it runs it looks like asgiref's: the job's event loop is recorded
+where asgiref records it (so ``async_to_sync`` and the dashboard's live events find it). Code
+running inside ``async_to_sync`` (the tests' in-process ASGI client) is sent through channels'
+path instead, because there the caller's thread is the one that must run the work (its
+transaction, its query counting).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from asgiref.sync import AsyncToSync
+from asgiref.sync import AsyncToSync, SyncToAsync
 from channels.db import database_sync_to_async
 from django.db import close_old_connections
 
@@ -42,6 +44,10 @@ class _Thread:
     def serve(self) -> None:
         while True:
             function, args, kwargs, future, loop = self.jobs.get()
+            # What asgiref records for a thread it runs sync code in: async_to_sync called by the job runs
+            # on the caller's event loop, and the dashboard's events find the loop to be sent from.
+            SyncToAsync.threadlocal.main_event_loop = loop
+            SyncToAsync.threadlocal.main_event_loop_pid = self.pid
             try:
                 close_old_connections()
                 result = function(*args, **kwargs)

@@ -63,6 +63,14 @@ async def test_it_uses_a_database_connection_of_its_own(intermediate: Certificat
     assert wrapper != id(connections["default"])  # Django's connections are per thread: this is the thread's own
 
 
+async def test_sync_code_on_the_thread_reaches_the_callers_event_loop() -> None:
+    """As under asgiref: async_to_sync in a job runs the coroutine on the loop that made the hop."""
+    async def loop_of() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    assert await dbthread.run(async_to_sync(loop_of)) is asyncio.get_running_loop()
+
+
 def test_inside_async_to_sync_the_callers_thread_runs_it() -> None:
     """The tests' in-process ASGI client runs the app through async_to_sync: the work must stay in the
     calling thread (its transaction, its query counting), as channels' database_sync_to_async does."""
