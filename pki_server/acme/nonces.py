@@ -58,7 +58,6 @@ class MemoryNonces:
     WINDOW = 1 << 20  # serials: 128 KiB; at 1,000 nonces a second, one stays redeemable for 17 minutes
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
         self.key = os.urandom(32)
         self.next = 0
         self.spent = bytearray(self.WINDOW // 8)
@@ -87,11 +86,19 @@ _memory: MemoryNonces | None = None
 
 
 def memory() -> MemoryNonces:
-    """This process's memory store (a new one after a fork: a child must not share the parent's)."""
+    """This process's memory store (a forked child starts a new one: it must not share its parent's)."""
     global _memory
-    if _memory is None or _memory.pid != os.getpid():
+    if _memory is None:
         _memory = MemoryNonces()
     return _memory
+
+
+def _forget_after_fork() -> None:
+    global _memory
+    _memory = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def make() -> str:

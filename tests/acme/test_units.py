@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -351,9 +352,25 @@ def test_a_memory_nonce_is_good_only_at_the_process_that_made_it(settings, monke
     assert_type(problem, "badNonce")
     assert "not issued by this server" in problem.detail
     # A forked child starts its own store: its parent's nonces are no good there.
-    parent = nonces.memory()
-    monkeypatch.setattr(parent, "pid", parent.pid + 1)
-    assert nonces.memory() is not parent
+    parent_nonce = nonces.make()
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: is the parent's nonce good here? (exit status 0: no, as it must be)
+        os.close(reader)
+        try:
+            nonces.check(parent_nonce)
+            os._exit(1)
+        except nonces.problems.AcmeProblem as problem:
+            os.write(writer, problem.type.encode())
+            os._exit(0)
+        except BaseException:
+            os._exit(2)
+    os.close(writer)
+    _pid, status = os.waitpid(child, 0)
+    said = os.read(reader, 200).decode()
+    os.close(reader)
+    assert os.waitstatus_to_exitcode(status) == 0 and said.endswith("badNonce")
+    nonces.check(parent_nonce)  # still good in the parent
 
 
 def test_memory_nonces_outside_the_window_are_bad_nonce(settings, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
