@@ -51,7 +51,7 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("worker: sweeper, CRL/OCSP refresh", ("_sweep",)),
     ("HTTP server: parse, route, respond (uvicorn, channels)", (
         "httptools_impl.py", "AcmeHandler.send", "AcmeHandler.run", "URLRouter", "ProtocolTypeRouter")),
-    ("thread hops (asgiref)", ("asgiref/sync.py",)),
+    ("thread hops (dbthread, asgiref)", ("pki_server/dbthread.py", "asgiref/sync.py")),
     ("dashboard events", ("dashboard/events.py",)),
 ]
 # Leaf frames of a thread with nothing to do: the event loop waiting in libuv, a thread-pool thread
