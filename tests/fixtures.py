@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.utils import timezone
 
 from pki_server.core.key_backends import key_backends
-from pki_server.core.key_backends.storages import CreatePrivateKeyOptions
-from pki_server.core.models import CertificateAuthority
+from pki_server.core.key_backends.storages import CreatePrivateKeyOptions, UsePrivateKeyOptions
+from pki_server.core.models import Certificate, CertificateAuthority
 from pki_server.core.utils import x509_name
 
 
@@ -39,6 +41,18 @@ def make_csr(subject: str = "", key: ec.EllipticCurvePrivateKey | None = None,
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in sans]), False)
     return builder.sign(key, hashes.SHA256())
+
+
+def issue(ca: CertificateAuthority, cn: str, *, sans: list[str] | None = None, profile: str | None = None,
+          expires_in: timedelta | None = None) -> Certificate:
+    """A real certificate; ``expires_in`` then moves its recorded ``not_after`` (for expiry filters and views)."""
+    extensions = [x509.SubjectAlternativeName([x509.DNSName(name) for name in sans])] if sans else None
+    cert = Certificate.objects.create_cert(ca, UsePrivateKeyOptions(), make_csr(), subject=f"/CN={cn}",
+                                           profile=profile, extensions=extensions)
+    if expires_in is not None:
+        Certificate.objects.filter(pk=cert.pk).update(not_after=timezone.now() + expires_in)
+        cert.refresh_from_db()
+    return cert
 
 
 @pytest.fixture

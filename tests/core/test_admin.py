@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.test import Client
@@ -20,26 +18,13 @@ from django.utils import timezone
 from pki_server.core import signals
 from pki_server.core.key_backends import db as db_backend
 from pki_server.core.key_backends import key_backends
-from pki_server.core.key_backends.storages import UsePrivateKeyOptions
 from pki_server.core.models import Certificate, CertificateAuthority
 from pki_server.core.utils import x509_name
+from tests.fixtures import issue
 
 CERT_LIST = reverse("admin:pki_core_certificate_changelist")
 CA_LIST = reverse("admin:pki_core_certificateauthority_changelist")
 
-
-def issue(ca: CertificateAuthority, cn: str, *, sans: list[str] | None = None, profile: str | None = None,
-          expires_in: timedelta | None = None) -> Certificate:
-    """A real certificate; ``expires_in`` then moves its recorded ``not_after`` (for the expiry filters)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509_name("")).sign(key, hashes.SHA256())
-    extensions = [x509.SubjectAlternativeName([x509.DNSName(name) for name in sans])] if sans else None
-    cert = Certificate.objects.create_cert(ca, UsePrivateKeyOptions(), csr, subject=f"/CN={cn}",
-                                           profile=profile, extensions=extensions)
-    if expires_in is not None:
-        Certificate.objects.filter(pk=cert.pk).update(not_after=timezone.now() + expires_in)
-        cert.refresh_from_db()
-    return cert
 
 
 @pytest.fixture

@@ -12,29 +12,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from pki_server.acme import accounts, jose, orders, problems
 from pki_server.acme.models import AcmeAccount, AcmeAuthorization, AcmeChallenge, AcmeOrder
-from pki_server.core.key_backends.storages import UsePrivateKeyOptions
 from pki_server.core.models import Certificate, CertificateAuthority
-from pki_server.core.utils import x509_name
+from tests.fixtures import issue
 
 PASSWORD = "correct horse battery staple"
 
-
-def issue(ca: CertificateAuthority, cn: str, *, sans: list[str] | None = None,
-          expires_in: timedelta | None = None) -> Certificate:
-    """A real certificate; ``expires_in`` then moves its recorded ``not_after`` (for the expiry views)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = x509.CertificateSigningRequestBuilder().subject_name(x509_name("")).sign(key, hashes.SHA256())
-    extensions = [x509.SubjectAlternativeName([x509.DNSName(name) for name in sans])] if sans else None
-    cert = Certificate.objects.create_cert(ca, UsePrivateKeyOptions(), csr, subject=f"/CN={cn}",
-                                           extensions=extensions)
-    if expires_in is not None:
-        Certificate.objects.filter(pk=cert.pk).update(not_after=timezone.now() + expires_in)
-        cert.refresh_from_db()
-    return cert
 
 
 @pytest.fixture
