@@ -10,9 +10,10 @@ and sends them again — so a lost message or a killed worker never loses an ord
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -188,9 +189,13 @@ class Worker:
 
     async def validate_claimed(self, challenge_id: int, job: ValidationJob) -> None:
         """Run a validation whose challenge the caller claimed (``start_challenge`` with a lease) in this process."""
+        await self._start(lambda: self._guarded(validate(challenge_id, self.config, job),
+                                                f"validation of challenge {challenge_id}"))
+
+    async def _start(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``work()`` as a task once one of the MAX_CONCURRENT slots is free."""
         await self.slots.acquire()
-        work = validate(challenge_id, self.config, job)
-        task = asyncio.create_task(self._guarded(work, f"validation of challenge {challenge_id}"))
+        task = asyncio.create_task(work())
         self.tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -206,10 +211,7 @@ class Worker:
                     log.exception("Could not receive from the channel layer; trying again in 1 s.")
                     await asyncio.sleep(1)
                     continue
-                await self.slots.acquire()
-                task = asyncio.create_task(self.handle(message))
-                self.tasks.add(task)
-                task.add_done_callback(self._done)
+                await self._start(functools.partial(self.handle, message))
         finally:
             if sweeper is not None:
                 sweeper.cancel()
