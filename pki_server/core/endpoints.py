@@ -5,8 +5,8 @@ Django's ASGI handler runs each request's sync code in a thread of its own (a fr
 connection each time) and through the middleware stack: about 10 ms of CPU for an OCSP response
 that takes well under one to make. Here a request is read (its body capped), its work done in one
 hop to the database thread (pki_server/dbthread.py: Django's connection hygiene around it, a kept
-connection), and the reply of core/publication.py sent. Host names are
-checked against ALLOWED_HOSTS, as Django does.
+connection), and the reply of core/publication.py sent. Host names are checked against
+ALLOWED_HOSTS as Django does (pki_server/scope.py, shared with the ACME handlers).
 """
 
 from __future__ import annotations
@@ -15,30 +15,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-from django.conf import settings
-from django.http.request import split_domain_port, validate_host
 from django.urls import URLPattern
 from django.urls import path as django_path
 
 from pki_server import dbthread
 from pki_server.core import publication
 from pki_server.core.publication import OCSP_REQUEST_MAX_SIZE, OCSP_REQUEST_TYPE, Reply
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from pki_server.scope import Receive, Scope, Send, header, host_allowed
 
 
 def path(route: str, app: Any, kwargs: dict[str, str] | None = None) -> URLPattern:
     """django.urls.path for an ASGI app (URLRouter takes either; django-stubs knows only views)."""
     return django_path(route, app, kwargs)
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return ""
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
@@ -69,8 +57,7 @@ def _endpoint(methods: tuple[str, ...], handle: Callable[[Scope, str, bytes | No
               ) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        domain, _port = split_domain_port(_header(scope, b"host"))
-        if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        if not host_allowed(header(scope, b"host")):
             await _send(send, Reply(400, b"Bad Request: this host is not served here.\n", publication.TEXT), method)
             return
         if method not in methods:
@@ -90,15 +77,15 @@ async def _crl(scope: Scope, method: str, body: bytes | None) -> Reply:
     kwargs = scope["url_route"]["kwargs"]
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     wanted = query.get("format", [kwargs.get("encoding", "der")])[-1]
-    return await dbthread.run(publication.crl_reply, kwargs["serial"], wanted, _header(scope, b"if-none-match"),
-                              _header(scope, b"if-modified-since"))
+    return await dbthread.run(publication.crl_reply, kwargs["serial"], wanted, header(scope, b"if-none-match"),
+                              header(scope, b"if-modified-since"))
 
 
 async def _ocsp(scope: Scope, method: str, body: bytes | None) -> Reply:
     kwargs = scope["url_route"]["kwargs"]
     encoded = kwargs.get("encoded")
     if method == "POST":
-        content_type = _header(scope, b"content-type").split(";")[0].strip().lower()
+        content_type = header(scope, b"content-type").split(";")[0].strip().lower()
         der = body if encoded is None and content_type == OCSP_REQUEST_TYPE and body else None
     else:
         der = publication.ocsp_request_from_path(encoded) if encoded is not None else None

@@ -14,11 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
-
-from django.conf import settings
-from django.http.request import split_domain_port, validate_host
 
 from pki_server import dbthread
 from pki_server.acme import accounts, jose, nonces, problems
@@ -27,6 +23,7 @@ from pki_server.acme.models import AcmeAccount
 from pki_server.acme.problems import AcmeProblem
 from pki_server.acme.urls import AcmeUrls
 from pki_server.core.models import CertificateAuthority
+from pki_server.scope import Receive, Scope, Send, header, host_allowed
 
 if TYPE_CHECKING:
     from pki_server.acme.worker import ValidationJob
@@ -35,9 +32,6 @@ log = logging.getLogger("pki_server.acme")
 
 MAX_BODY = 64 * 1024  # bytes; a finalize with an RSA-8192 CSR is well below this
 JOSE_JSON = "application/jose+json"
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass
@@ -117,7 +111,7 @@ class AcmeHandler:
             jws = None
             spend_in_database = 0  # seconds the nonce stays good, when the database must spend it
             if method == "POST":
-                content_type = _header(scope, b"content-type").split(";")[0].strip().lower()
+                content_type = header(scope, b"content-type").split(";")[0].strip().lower()
                 if content_type != JOSE_JSON:
                     raise AcmeProblem("malformed", f"POST requests need Content-Type: {JOSE_JSON} (RFC 8555 §6.2).",
                                       415)
@@ -194,17 +188,17 @@ class AcmeHandler:
     @staticmethod
     def origin(scope: Scope) -> str:
         """``scheme://host[:port]`` as the client addressed us, checked against ALLOWED_HOSTS."""
-        host = _header(scope, b"host")
+        host = header(scope, b"host")
         if not host:
             server = scope.get("server") or ("localhost", None)
             host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
-        if not _host_allowed(host, tuple(settings.ALLOWED_HOSTS)):
+        if not host_allowed(host):
             raise problems.malformed(f"The host {host!r} is not served here (PKI_ALLOWED_HOSTS).")
         return f"{scope.get('scheme', 'http')}://{host}"
 
     @staticmethod
     async def read_body(scope: Scope, receive: Receive) -> bytes:
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared.isdigit() and int(declared) > MAX_BODY:
             raise AcmeProblem("malformed", f"The request body is larger than {MAX_BODY} bytes.", 413)
         chunks: list[bytes] = []
@@ -247,17 +241,3 @@ class AcmeHandler:
         headers.append((b"content-length", str(len(body)).encode("ascii")))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-
-
-@lru_cache(maxsize=256)
-def _host_allowed(host: str, allowed_hosts: tuple[str, ...]) -> bool:
-    """Django's Host check, remembered: its lazily compiled pattern costs more than the rest of routing."""
-    domain, _port = split_domain_port(host)
-    return bool(domain) and validate_host(domain, allowed_hosts)
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return ""
