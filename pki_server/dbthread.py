@@ -37,17 +37,17 @@ _Job = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], asyncio.Future
 class _Thread:
     def __init__(self) -> None:
         self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self.pid = os.getpid()
         self.thread = threading.Thread(target=self.serve, name="pki-database", daemon=True)
         self.thread.start()
 
     def serve(self) -> None:
+        pid = os.getpid()
         while True:
             function, args, kwargs, future, loop = self.jobs.get()
             # What asgiref records for a thread it runs sync code in: async_to_sync called by the job runs
             # on the caller's event loop, and the dashboard's events find the loop to be sent from.
             SyncToAsync.threadlocal.main_event_loop = loop
-            SyncToAsync.threadlocal.main_event_loop_pid = self.pid
+            SyncToAsync.threadlocal.main_event_loop_pid = pid
             try:
                 close_old_connections()
                 result = function(*args, **kwargs)
@@ -82,14 +82,17 @@ _lock = threading.Lock()
 
 
 def _current() -> _Thread:
+    """The thread, started on first use, and again in a forked child (where it is not alive: threads
+    do not survive a fork)."""
     global _thread
     thread = _thread
-    if thread is None or thread.pid != os.getpid() or not thread.thread.is_alive():
+    if thread is None or not thread.thread.is_alive():
         with _lock:
-            if _thread is None or _thread.pid != os.getpid() or not _thread.thread.is_alive():
+            if _thread is None or not _thread.thread.is_alive():
                 _thread = _Thread()
             thread = _thread
     return thread
+
 
 
 async def run(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

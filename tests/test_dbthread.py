@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -69,6 +70,22 @@ async def test_sync_code_on_the_thread_reaches_the_callers_event_loop() -> None:
         return asyncio.get_running_loop()
 
     assert await dbthread.run(async_to_sync(loop_of)) is asyncio.get_running_loop()
+
+
+def test_a_forked_child_starts_a_thread_of_its_own() -> None:
+    parent = asyncio.run(dbthread.run(where))
+    child = os.fork()
+    if child == 0:  # the parent's thread did not come along; the child's first hop starts a new one
+        try:
+            inherited = dbthread._thread
+            name, _ident = asyncio.run(dbthread.run(where))
+            ok = inherited is not None and not inherited.thread.is_alive() and dbthread._thread is not inherited
+            os._exit(0 if ok and name == "pki-database" else 1)
+        except BaseException:
+            os._exit(2)
+    _pid, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert asyncio.run(dbthread.run(where)) == parent  # the parent's thread goes on
 
 
 def test_inside_async_to_sync_the_callers_thread_runs_it() -> None:
