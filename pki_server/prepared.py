@@ -6,8 +6,8 @@ profile). An ACME request makes a handful of such lookups, each the same SQL wit
 :class:`Prepared` builds its QuerySet once per database connection, keeps the compiled SQL, the
 column converters and the model-building plan, and afterwards only executes the SQL with the new
 parameters and builds the rows into model instances exactly as Django's ``ModelIterable`` does
-(``Model.from_db``, ``select_related`` populators). Queries still go through the connection's
-cursor: they are counted by ``assertNumQueries`` and run inside the caller's transaction.
+(``Model.from_db``, ``select_related`` populators). Statements run inside the caller's transaction,
+on the connection's driver cursor (:func:`execute`), and are counted by ``assertNumQueries``.
 
 Only lookups whose parameters are exactly the builder's arguments, in order, are cached: the
 first call checks it, and a builder whose compiled parameters differ (a Q that reorders them,
@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from django.db import connections
+from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
@@ -65,9 +66,7 @@ class Prepared(Generic[M]):
                 return list(queryset)
         if plan is None:
             return list(self.build(*params))
-        with connection.cursor() as cursor:
-            cursor.execute(plan.sql, params)
-            rows: Any = cursor.fetchall()
+        rows: Any = execute(connection, plan.sql, params, fetch=True)
         if plan.converters:
             rows = plan.compiler.apply_converters(rows, plan.converters)
         objects: list[M] = []
@@ -139,9 +138,7 @@ def conditional_update(model: type[Model], pk: Any, values: dict[str, Any], *, s
         params.extend(connection.ops.adapt_datetimefield_value(p) if isinstance(p, datetime) else p
                       for p in condition_params)
     sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {' AND '.join(where)}"  # noqa: S608 - model names
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return int(cursor.rowcount)
+    return int(execute(connection, sql, params, fetch=False))
 
 
 _insert_sql: dict[tuple[type[Model], int], tuple[str, list[Any]]] = {}
@@ -186,9 +183,49 @@ def _insert(model: type[Model], objects: Sequence[Model], connection: BaseDataba
             f"VALUES {', '.join([row] * len(objects))} RETURNING {quote(pk_field.column)}", fields)
     sql, fields = _insert_sql[key]
     params = [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in objects for field in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        keys = [row[0] for row in cursor.fetchall()]
+    keys = [row[0] for row in execute(connection, sql, params, fetch=True)]
     for obj, pk in zip(objects, keys, strict=True):
         obj.pk = pk
         obj._state.adding, obj._state.db = False, "default"
+
+
+_native_sql: dict[str, str] = {}
+
+
+def execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], *, fetch: bool) -> Any:
+    """Run one statement: its rows (``fetch``) or its row count.
+
+    What ``connection.cursor().execute()`` does, minus the layers that cost more than SQLite's
+    answer to a one-row lookup: the health check, the connection, a broken transaction refused,
+    driver errors raised as ``django.db``'s. SQLite's ``%s`` placeholders are rewritten once per
+    statement rather than on every call. While queries are logged (``DEBUG``,
+    ``assertNumQueries``) or an ``execute_wrapper`` is installed, it takes Django's cursor, so
+    those see every statement.
+    """
+    if connection.queries_logged or connection.execute_wrappers:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if fetch else cursor.rowcount
+    connection.close_if_health_check_failed()
+    if connection.connection is None:
+        connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    if connection.vendor == "sqlite":
+        try:
+            native = _native_sql[sql]
+        except KeyError:
+            if len(_native_sql) > 1000:  # statements come from code, so this is only a guard
+                _native_sql.clear()
+            native = _native_sql.setdefault(sql, FORMAT_QMARK_REGEX.sub("?", sql).replace("%%", "%"))
+        cursor: Any = connection.connection.cursor()
+    else:
+        native, cursor = sql, connection.create_cursor()
+    try:
+        cursor.execute(native, params)
+        return cursor.fetchall() if fetch else cursor.rowcount
+    except connection.Database.Error:
+        with connection.wrap_database_errors:
+            raise
+        raise  # not reached: the wrapper re-raises as django.db's error
+    finally:
+        cursor.close()

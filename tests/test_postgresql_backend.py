@@ -88,3 +88,21 @@ def test_a_connection_broken_within_the_interval_fails_one_query_then_recovers(c
     assert connection.errors_occurred
     second = hop(connection)  # close_old_connections closed it after the error: a new one
     assert second != first
+
+
+def test_prepared_execute_on_the_driver_cursor(connection: Any) -> None:
+    """pki_server.prepared.execute skips Django's cursor; on psycopg it must still adapt, convert and wrap."""
+    from datetime import UTC, datetime
+
+    from django.db import IntegrityError
+
+    from pki_server.prepared import execute
+
+    assert not connection.queries_logged
+    execute(connection, "CREATE TABLE t (k text PRIMARY KEY, at timestamptz)", [], fetch=False)
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert execute(connection, "INSERT INTO t VALUES (%s, %s), (%s, %s)", ["a", at, "b", None], fetch=False) == 2
+    assert execute(connection, "SELECT k || '%%', at FROM t WHERE k = %s", ["a"], fetch=True) == [("a%", at)]
+    with pytest.raises(IntegrityError):
+        execute(connection, "INSERT INTO t VALUES (%s, %s)", ["a", None], fetch=False)
+    assert execute(connection, "SELECT count(*) FROM t", [], fetch=True) == [(2,)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connections, transaction
@@ -193,3 +194,41 @@ def test_insert_sends_save_signals_when_asked(intermediate: CertificateAuthority
     stored = Certificate.objects.get(pk=cert.pk)
     assert fields(stored) == fields(cert) | {"der": stored.der}  # memoryview from the database, bytes in memory
     assert bytes(stored.der) == bytes(cert.der) and stored.sans == "DNS:signals.example.com"
+
+
+def test_execute_outside_query_logging_takes_the_driver_cursor(rows: AcmeOrder) -> None:
+    """Without DEBUG or assertNumQueries, execute() skips Django's cursor and must give the same answers."""
+    from django.db import IntegrityError
+    from django.db.transaction import TransactionManagementError
+
+    from pki_server.prepared import execute
+
+    connection = connections["default"]
+    assert not connection.queries_logged and not connection.execute_wrappers
+    # Placeholders, and a literal percent sign written as Django writes it.
+    assert execute(connection, "SELECT '100%%' || %s, %s", ["x", 2], fetch=True) == [("100%x", 2)]
+    table = AcmeOrder._meta.db_table
+    assert execute(connection, f"UPDATE {table} SET status = %s WHERE id = %s", ["ready", rows.pk], fetch=False) == 1
+    assert AcmeOrder.objects.get(pk=rows.pk).status == "ready"
+    # A driver error is django.db's, and a transaction it broke (an inner block without a savepoint
+    # let it out) refuses the next statement.
+    with transaction.atomic():
+        with pytest.raises(IntegrityError), transaction.atomic(savepoint=False):
+            execute(connection, f"UPDATE {table} SET slug = %s WHERE id = %s", [None, rows.pk], fetch=False)
+        with pytest.raises(TransactionManagementError):
+            execute(connection, "SELECT 1", [], fetch=True)
+        transaction.set_rollback(True)
+    assert execute(connection, "SELECT 1", [], fetch=True) == [(1,)]
+
+
+def test_execute_wrappers_see_every_statement(rows: AcmeOrder) -> None:
+    seen: list[str] = []
+
+    def wrapper(run: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        seen.append(sql)
+        return run(sql, params, many, context)
+
+    connection = connections["default"]
+    with connection.execute_wrapper(wrapper):
+        assert lookups.order_by_slug.one(rows.slug) is not None
+    assert len(seen) == 1 and "slug" in seen[0]
