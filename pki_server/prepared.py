@@ -23,8 +23,8 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from django.db import connections
-from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
 from django.db.models.signals import post_save, pre_save
@@ -203,9 +203,9 @@ def execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], *,
     those see every statement.
     """
     if connection.queries_logged or connection.execute_wrappers:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall() if fetch else cursor.rowcount
+        with connection.cursor() as wrapped:
+            wrapped.execute(sql, params)
+            return wrapped.fetchall() if fetch else wrapped.rowcount
     connection.close_if_health_check_failed()
     if connection.connection is None:
         connection.ensure_connection()
@@ -223,7 +223,7 @@ def execute(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any], *,
     try:
         cursor.execute(native, params)
         return cursor.fetchall() if fetch else cursor.rowcount
-    except connection.Database.Error:
+    except connection.Database.Error:  # type: ignore[attr-defined]  # each backend sets it
         with connection.wrap_database_errors:
             raise
         raise  # not reached: the wrapper re-raises as django.db's error

@@ -14,6 +14,7 @@ from cryptography.x509.oid import NameOID
 
 from pki_server.acme import jose, problems
 from pki_server.core.extensions import is_dns_name
+from pki_server.core.managers import csr_signature_valid
 
 MAX_IDENTIFIERS = 100
 MAX_CONTACTS = 10
@@ -126,11 +127,7 @@ def check_csr(csr: x509.CertificateSigningRequest, identifiers: list[Identifier]
         algorithm = None
     if isinstance(algorithm, hashes.SHA1 | hashes.MD5):
         raise problems.bad_csr(f"The CSR is signed with {algorithm.name.upper()}; use SHA-256 or better.")
-    try:
-        valid = csr.is_signature_valid
-    except Exception:
-        valid = False
-    if not valid:
+    if not csr_signature_valid(csr):
         raise problems.bad_csr("The CSR's signature is not valid.")
     key = csr.public_key()
     if isinstance(key, rsa.RSAPublicKey):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -110,26 +111,29 @@ def crl_url(ca: CertificateAuthority) -> str:
 
 def issued_by_extensions(issuer: CertificateAuthority) -> list[Extension]:
     """AKI, AIA (OCSP and CA issuers) and CRL distribution point that ``issuer`` puts in what it signs."""
+    return list(_issued_by_extensions(issuer.pub, ocsp_url(issuer), issuer_url(issuer), crl_url(issuer)))
+
+
+@lru_cache(maxsize=64)
+def _issued_by_extensions(pub: x509.Certificate, ocsp: str, issuers: str, crl: str) -> tuple[Extension, ...]:
+    # The same for every certificate a CA signs while its URLs stay: built once (extensions are immutable).
     aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-        issuer.pub.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        pub.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     )
     aia = x509.AuthorityInformationAccess([
-        x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP,
-                               x509.UniformResourceIdentifier(ocsp_url(issuer))),
-        x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS,
-                               x509.UniformResourceIdentifier(issuer_url(issuer))),
+        x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp)),
+        x509.AccessDescription(x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(issuers)),
     ])
     crldp = x509.CRLDistributionPoints([
         x509.DistributionPoint(
-            full_name=[x509.UniformResourceIdentifier(crl_url(issuer))],
-            relative_name=None, reasons=None, crl_issuer=None,
+            full_name=[x509.UniformResourceIdentifier(crl)], relative_name=None, reasons=None, crl_issuer=None,
         )
     ])
-    return [
+    return (
         x509.Extension(aki.oid, False, aki),
         x509.Extension(aia.oid, False, aia),
         x509.Extension(crldp.oid, False, crldp),
-    ]
+    )
 
 
 def merge(defaults: Sequence[Extension], overrides: Iterable[Extension | x509.ExtensionType]) -> list[Extension]:

@@ -10,6 +10,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -96,14 +97,22 @@ def check_public_key(public_key: object, what: str) -> None:
     raise SigningPolicyError(f"{what} is a {utils.key_type_of(public_key)} key, which is not allowed.")
 
 
+@lru_cache(maxsize=256)
+def csr_signature_valid(csr: x509.CertificateSigningRequest) -> bool:
+    """Whether the CSR's self-signature verifies, remembered per CSR (equal CSRs are equal DER).
+
+    ACME checks a CSR when the order is finalized and create_cert checks it again when it signs.
+    """
+    try:
+        return bool(csr.is_signature_valid)
+    except Exception:  # unsupported algorithm, malformed key
+        return False
+
+
 def check_csr(csr: x509.CertificateSigningRequest) -> None:
     if not isinstance(csr, x509.CertificateSigningRequest):
         raise TypeError(f"csr must be an x509.CertificateSigningRequest, not {type(csr).__name__}.")
-    try:
-        valid = csr.is_signature_valid
-    except Exception:  # unsupported algorithm, malformed key
-        valid = False
-    if not valid:
+    if not csr_signature_valid(csr):
         raise SigningPolicyError("The CSR's signature is not valid.")
     algorithm = csr.signature_hash_algorithm
     if isinstance(algorithm, _SIGNATURE_HASHES_REFUSED):

@@ -8,7 +8,7 @@ backend holds it, and ``key_backend_options`` only says where (see key_backends/
 from __future__ import annotations
 
 from datetime import datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -130,6 +130,12 @@ class X509CertMixin(models.Model):
         signals.post_revoke_cert.send(sender=type(self), cert=self)
 
 
+@lru_cache(maxsize=64)
+def _parsed_ca_certificate(der: bytes) -> x509.Certificate:
+    # Certificates are immutable, and cryptography keeps their extensions once parsed.
+    return x509.load_der_x509_certificate(der)
+
+
 class CertificateAuthority(X509CertMixin):
     name = models.CharField(max_length=64, unique=True, help_text="A short, unique name for this CA.")
     enabled = models.BooleanField(default=True, help_text="A disabled CA signs nothing.")
@@ -161,6 +167,11 @@ class CertificateAuthority(X509CertMixin):
 
     def __str__(self) -> str:
         return self.name
+
+    @cached_property
+    def pub(self) -> x509.Certificate:
+        """The certificate, parsed once per process: every issuance reads the CA's row afresh."""
+        return _parsed_ca_certificate(bytes(self.der))
 
     @property
     def key_backend(self) -> KeyBackend:

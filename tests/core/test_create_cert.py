@@ -252,8 +252,33 @@ def test_bad_csr_signature(intermediate: CertificateAuthority) -> None:
     der = bytearray(good.public_bytes(serialization.Encoding.DER))
     der[-5] ^= 0xFF  # flip bits in the signature
     tampered = x509.load_der_x509_csr(bytes(der))
+    # The good one first: its verdict is remembered per CSR, and must not pass for the tampered one.
+    Certificate.objects.create_cert(intermediate, None, good)
     with pytest.raises(SigningPolicyError, match="signature is not valid"):
         Certificate.objects.create_cert(intermediate, None, tampered)
+    with pytest.raises(SigningPolicyError, match="signature is not valid"):  # and stays refused
+        Certificate.objects.create_cert(intermediate, None, x509.load_der_x509_csr(bytes(der)))
+
+
+def test_what_is_kept_per_ca_follows_the_ca_and_its_urls(intermediate: CertificateAuthority, settings) -> None:  # type: ignore[no-untyped-def]
+    """The CA's parsed certificate and the AIA/CRL extensions it adds are built once, per CA and per URL."""
+    first = CertificateAuthority.objects.get(pk=intermediate.pk)
+    second = CertificateAuthority.objects.get(pk=intermediate.pk)
+    assert first is not second and first.pub is second.pub
+    root = CertificateAuthority.objects.get(pk=intermediate.parent_id)
+    assert root.pub is not first.pub and root.pub.subject != first.pub.subject
+
+    def urls(cert: Certificate) -> tuple[str, str]:
+        aia = cert.pub.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        crldp = cert.pub.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        ocsp = next(d.access_location.value for d in aia if d.access_method == x509.AuthorityInformationAccessOID.OCSP)
+        return ocsp, crldp[0].full_name[0].value  # type: ignore[index]
+
+    before = urls(Certificate.objects.create_cert(first, None, make_csr(), "/CN=a.example.com"))
+    assert before[0].startswith(settings.PKI_BASE_URL + "/ocsp/")
+    settings.PKI_BASE_URL = "https://pki.example.net"
+    after = urls(Certificate.objects.create_cert(second, None, make_csr(), "/CN=a.example.com"))
+    assert after == (f"https://pki.example.net/ocsp/{first.serial}/", f"https://pki.example.net/crl/{first.serial}.crl")
 
 
 def test_weak_key_refused(intermediate: CertificateAuthority) -> None:
