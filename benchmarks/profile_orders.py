@@ -57,6 +57,17 @@ BUCKETS: list[tuple[str, tuple[str, ...]]] = [
 # Leaf frames of a thread with nothing to do: the event loop waiting in libuv, a thread-pool thread
 # waiting for work (py-spy does not always tell that wait from running).
 IDLE = ("Runner.run (asyncio/runners.py", "_worker (concurrent/futures/thread.py:81)")
+# Not a real call chain: redis-py's _send_packed_command is only ever awaited by send_packed_command,
+# so it cannot be the outermost coroutine under the event loop. py-spy reports this stack, always at
+# the same line, for a loop waiting in libuv after its last step wrote to Redis (about as many
+# samples in the mostly idle worker as in each web process): counted as idle.
+STALE = ("Runner.run (asyncio/runners.py", "AbstractConnection._send_packed_command (redis/asyncio/connection.py")
+
+
+def is_idle(frames: list[str]) -> bool:
+    if frames[-1].startswith(IDLE):
+        return True
+    return len(frames) >= 3 and frames[-3].startswith(STALE[0]) and frames[-2].startswith(STALE[1])
 
 
 def bucket_of(stack: str) -> str:
@@ -73,7 +84,7 @@ def read_samples(raw: Path) -> tuple[Counter[str], int]:
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
-        if stack.rsplit(";", 1)[-1].startswith(IDLE):
+        if is_idle(stack.split(";")):
             idle += int(count)
         else:
             buckets[bucket_of(stack)] += int(count)
