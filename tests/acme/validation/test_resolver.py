@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
+import dns.flags
+import dns.message
+import dns.name
 import dns.nameserver
 import dns.rcode
+import dns.rdatatype
+import dns.rrset
 import pytest
 
 from pki_server.acme.validation import (
@@ -156,6 +162,58 @@ async def test_every_resolver_failing_names_each_answer(dns_server: DNSServer) -
         with pytest.raises(ValidationError) as info:
             await lookup_txt("bad.example", config)
     assert info.value.detail.endswith(": REFUSED, SERVFAIL"), info.value.detail
+
+
+def test_the_query_is_what_dnspython_would_send() -> None:
+    from pki_server.acme.validation import resolver
+
+    for name, rdtype in (("a.example.", "A"), ("Mixed.Case.example.", "AAAA"), ("example.", "CAA"), (".", "TXT")):
+        qname, qtype = dns.name.from_text(name), dns.rdatatype.from_text(rdtype)
+        qid, wire = resolver._query_wire(qname, qtype)
+        assert wire == dns.message.make_query(qname, qtype, id=qid).to_wire()
+    assert len({resolver._query_wire(qname, qtype)[0] for _ in range(50)}) > 40  # a random ID each time
+
+
+async def test_only_the_answer_to_this_query_is_taken() -> None:
+    """Datagrams with another ID, another question, no QR flag or garbage are ignored; the real answer counts."""
+    import asyncio
+
+    async def handle(sock: socket.socket) -> None:
+        for _ in range(2):  # the AAAA and the A query
+            await handle_one(sock)
+
+    async def handle_one(sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        data, peer = await loop.sock_recvfrom(sock, 512)
+        query = dns.message.from_wire(data)
+        if query.question[0].rdtype != dns.rdatatype.A:  # no AAAA records
+            await loop.sock_sendto(sock, dns.message.make_response(query).to_wire(), peer)
+            return
+
+        def answer(qname: str, *, qid: int | None = None, address: str = "192.0.2.66", qr: bool = True) -> bytes:
+            message = dns.message.make_response(dns.message.make_query(qname, "A", id=query.id))
+            if qid is not None:
+                message.id = qid
+            if not qr:
+                message.flags &= ~dns.flags.QR
+            message.answer.append(dns.rrset.from_text(qname, 60, "IN", "A", address))
+            return message.to_wire()
+
+        for datagram in (b"\x00", answer("spoof.example.", qid=(query.id + 1) % 65536, address="192.0.2.1"),
+                         answer("other.example.", address="192.0.2.2"),
+                         answer("spoof.example.", qr=False, address="192.0.2.3"),
+                         data[:2] + b"garbage", answer("spoof.example.")):
+            await loop.sock_sendto(sock, datagram, peer)
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        server = asyncio.ensure_future(handle(sock))
+        config = ValidationConfig(resolvers=(sock.getsockname(),), dns_timeout=2.0, deny_networks=())
+        try:
+            assert await resolve_addresses("spoof.example", config) == [ipaddress.ip_address("192.0.2.66")]
+        finally:
+            server.cancel()
 
 
 async def test_unreachable_resolver() -> None:
