@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,3 +44,81 @@ def test_a_nonce_is_spent_once_in_redis(settings: Any, client: redis.Redis) -> N
 
     assert asyncio.run(twice()).endswith("badNonce")
     assert client.ttl(f"pki:acme:nonce:{nonce}") > remaining
+
+
+def test_worker_wake_ups_go_through_a_bounded_redis_list(client: redis.Redis,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scaled: dispatch() LPUSHes, the worker BRPOPs the oldest first; a list nobody empties stays bounded."""
+    from pki_server.acme import worker
+
+    monkeypatch.setattr(worker, "WORK_KEY_MAX", 3)
+
+    async def main() -> list[Any]:
+        for pk in range(5):
+            await worker.dispatch("validate", pk)
+        assert client.llen(worker.WORK_KEY) == 3  # the two oldest were dropped: the sweeper sends them again
+        received = [await worker._receive_from_redis() for _ in range(3)]
+        client.lpush(worker.WORK_KEY, b"not json", b"[1]")
+        received += [await worker._receive_from_redis() for _ in range(2)]
+        received.append(await worker._receive_from_redis())  # empty: None after RECEIVE_WAIT
+        return received
+
+    received = asyncio.run(main())
+    assert received[:3] == [{"type": "acme.validate", "id": pk} for pk in (2, 3, 4)]
+    assert received[3:] == [{"malformed": b"not json"}, {"malformed": [1]}, None]
+
+
+def test_the_worker_takes_its_work_from_the_redis_list(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pki_server.acme import worker
+
+    handled: list[dict[str, Any]] = []
+
+    async def handle(self: worker.Worker, message: dict[str, Any]) -> None:
+        handled.append(message)
+
+    monkeypatch.setattr(worker.Worker, "handle", handle)
+
+    async def main() -> None:
+        running = asyncio.ensure_future(worker.Worker(sweep=False).run())
+        try:
+            await worker.dispatch("issue", 7)
+            for _ in range(100):  # bounded: 5 s
+                if handled:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+    asyncio.run(main())
+    assert handled == [{"type": "acme.issue", "id": 7}]
+    assert client.llen(worker.WORK_KEY) == 0
+
+
+def test_a_stop_stops_the_worker_even_if_redis_py_swallows_the_cancellation(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py can end a command normally when a cancellation lands mid-command (seen with BRPOP):
+    the worker must notice the pending cancellation and stop, not receive forever."""
+    from pki_server.acme import worker
+
+    swallow_until = time.monotonic() + 5  # then let go: a regression fails the test, not hangs it
+
+    async def swallowing_receive() -> None:
+        if time.monotonic() > swallow_until:
+            raise asyncio.CancelledError
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            return None  # what redis-py did: the command returned, the cancellation gone
+        return None
+
+    monkeypatch.setattr(worker, "_receive_from_redis", swallowing_receive)
+
+    async def main() -> bool:
+        running = asyncio.ensure_future(worker.Worker(sweep=False).run())
+        await asyncio.sleep(0.2)
+        running.cancel()
+        done, _ = await asyncio.wait([running], timeout=3)
+        return bool(done) and running.cancelled()
+
+    assert asyncio.run(main())
