@@ -18,7 +18,8 @@ Answers: the records of the name and type; a CNAME at the name (for any other ty
 the target's records, followed within ``records`` as a resolver would; a name with records of other types only
 gets an empty NOERROR answer (NODATA); any other name NXDOMAIN. ``rcodes[name] = dns.rcode.SERVFAIL`` forces an
 rcode for a name, ``rcodes[(name, "AAAA")]`` for one type of it; ``silent.add(name)`` (or ``(name, type)``) makes
-the server never answer (a timeout). ``queries`` lists every
+the server never answer (a timeout); ``delays[name] = 0.3`` (or ``[(name, type)]``) holds its UDP answers back that many
+seconds. ``queries`` lists every
 (name, type) asked, in order, so a test can see that lookups really reached the server. UDP answers that do not
 fit (512 bytes, or the client's EDNS size) are truncated, and the client retries over TCP.
 
@@ -90,6 +91,7 @@ class DNSServer:
         self.records: dict[tuple[str, str | int], list[RecordValue]] = {}
         self.rcodes: dict[str | tuple[str, str | int], int] = {}
         self.silent: set[str | tuple[str, str | int]] = set()
+        self.delays: dict[str | tuple[str, str | int], float] = {}
         self.queries: list[tuple[str, str]] = []
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
@@ -228,7 +230,20 @@ class DNSServer:
             return
         query = dns.message.from_wire(data)
         max_size = max(query.payload, 512) if query.edns >= 0 else 512
-        self._udp.sendto(self._wire(data, response, max_size), addr)
+        wire = self._wire(data, response, max_size)
+        delay = 0.0
+        if query.question and self.delays:
+            name, rdtype = _name_key(query.question[0].name), _type_key(query.question[0].rdtype)
+            delays = {_selector_key(selector): seconds for selector, seconds in self.delays.items()}
+            delay = delays.get((name, rdtype), delays.get(name, 0.0))
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self._send_later, wire, addr)
+        else:
+            self._udp.sendto(wire, addr)
+
+    def _send_later(self, wire: bytes, addr: Any) -> None:
+        if self._udp is not None:
+            self._udp.sendto(wire, addr)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._tcp_writers.add(writer)

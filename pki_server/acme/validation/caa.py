@@ -121,23 +121,41 @@ def _refusal(prop: _Property, wanted: set[str], account_uri: str | None, method:
 
 
 async def _relevant_rrset(name: str, config: ValidationConfig) -> tuple[str, list[_Property]]:
-    """The first name from ``name`` up to the top-level domain that has CAA records, with those records."""
+    """The first name from ``name`` up to the top-level domain that has CAA records, with those records.
+
+    Every name of the climb is looked up at once (as Boulder does), and the answers are read from
+    ``name`` upwards exactly as a climb one lookup at a time reads them: the first with records
+    wins, a failure counts only when every name below it had none, and lookups above the winner
+    are cancelled, their answers unread. A validation waits for one round trip instead of one per
+    label; lookups above a name with records are sent for nothing.
+    """
     try:
         qname = dns.name.from_text(name + ".")
     except dns.exception.DNSException as ex:
         raise ValidationError("malformed", f"{name!r} is not a valid DNS name: {ex}") from ex
+    names = []
     current = qname
+    while current != dns.name.root:
+        names.append(current)
+        current = current.parent()
+    lookups = [asyncio.ensure_future(_lookup_caa(n, config)) for n in names]
     try:
         async with asyncio.timeout(config.total_timeout):
-            while current != dns.name.root:
-                properties = await _lookup_caa(current, config)
+            for current, lookup in zip(names, lookups, strict=True):
+                properties = await lookup
                 if properties:
                     return current.to_text(omit_final_dot=True), properties
-                current = current.parent()
     except TimeoutError:
         raise ValidationError("dns", f"DNS problem: looking up CAA for {name} and its parents with "
                                      f"{describe_resolvers(config)}: no answer within {config.total_timeout:g} s"
                               ) from None
+    finally:
+        for lookup in lookups:
+            if lookup.done():
+                if not lookup.cancelled():
+                    lookup.exception()  # read: an unread failure above the winner is no error
+            else:
+                lookup.cancel()
     return "", []
 
 
