@@ -28,7 +28,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import dns.asyncresolver
 import dns.exception
 import dns.name
 import dns.resolver
