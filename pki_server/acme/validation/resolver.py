@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
 import struct
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ import dns.rrset
 
 from pki_server.acme.validation.base import Address, ValidationConfig, ValidationError
 
+RESOLV_CONF = "/etc/resolv.conf"  # the system's resolvers, when PKI_ACME_DNS_RESOLVERS names none
+
 
 def make_resolver(config: ValidationConfig) -> dns.asyncresolver.Resolver:
     """A resolver without cache or search list, asking ``config.resolvers`` (or the system's nameservers).
@@ -44,7 +47,7 @@ def make_resolver(config: ValidationConfig) -> dns.asyncresolver.Resolver:
         resolver.nameservers = [dns.nameserver.Do53Nameserver(host, port) for host, port in config.resolvers]
     else:
         try:
-            resolver = dns.asyncresolver.Resolver()
+            resolver = dns.asyncresolver.Resolver(filename=RESOLV_CONF)
         except dns.resolver.NoResolverConfiguration as ex:
             raise ValidationError("dns", "DNS problem: no DNS resolver is configured (set PKI_ACME_DNS_RESOLVERS "
                                          f"or /etc/resolv.conf): {ex}") from ex
@@ -135,11 +138,35 @@ def _failure(ex: Exception) -> str:
     return str(ex) or type(ex).__name__
 
 
+# The system's nameservers as last read, and the (mtime, size, inode) of RESOLV_CONF they were read from.
+_system: tuple[tuple[int, int, int], list[tuple[str, int]]] | None = None
+
+
 def _nameservers(config: ValidationConfig) -> list[tuple[str, int]]:
+    """The resolvers a query asks: the configured ones, else the system's.
+
+    RESOLV_CONF is parsed again only when it changes (one stat per query), not on every query: the
+    parse is blocking file I/O on the event loop, and a validation makes five queries.
+    """
+    global _system
     if config.resolvers:
         return list(config.resolvers)
-    return [(server.address, server.port) for server in make_resolver(config).nameservers
-            if isinstance(server, dns.nameserver.Do53Nameserver)]
+    try:
+        status = os.stat(RESOLV_CONF)
+        stamp: tuple[int, int, int] | None = (status.st_mtime_ns, status.st_size, status.st_ino)
+    except OSError:
+        stamp = None  # make_resolver says what is wrong
+    cached = _system
+    if stamp is not None and cached is not None and cached[0] == stamp:
+        return list(cached[1])
+    system = make_resolver(config)
+    # Read from resolv.conf they are addresses (port: the resolver's); set by us, Do53Nameserver objects.
+    servers = [(server, system.port) if isinstance(server, str) else (server.address, server.port)
+               for server in system.nameservers
+               if isinstance(server, str | dns.nameserver.Do53Nameserver)]
+    if stamp is not None:
+        _system = (stamp, servers)
+    return list(servers)
 
 
 async def query(qname: dns.name.Name, rdtype: str, config: ValidationConfig) -> dns.rrset.RRset | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from pathlib import Path
+from typing import Any
 
 import dns.flags
 import dns.message
@@ -362,3 +364,32 @@ def test_record_json() -> None:
         "addressesResolved": ["::1", "127.0.0.1"], "addressUsed": "127.0.0.1",
     }
     assert ValidationRecord(None, "a.example", None).to_json() == {"hostname": "a.example", "addressesResolved": []}
+
+
+def test_the_system_resolvers_are_read_again_only_when_resolv_conf_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pki_server.acme.validation import resolver
+
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 192.0.2.53\n")
+    monkeypatch.setattr(resolver, "RESOLV_CONF", str(conf))
+    monkeypatch.setattr(resolver, "_system", None)
+    parsed: list[int] = []
+    real = resolver.make_resolver
+
+    def counting(config: ValidationConfig) -> Any:
+        parsed.append(1)
+        return real(config)
+
+    monkeypatch.setattr(resolver, "make_resolver", counting)
+    system = ValidationConfig(dns_timeout=1.0)
+    assert [resolver._nameservers(system) for _ in range(3)] == [[("192.0.2.53", 53)]] * 3
+    assert len(parsed) == 1
+    conf.write_text("nameserver 198.51.100.53\nnameserver 2001:db8::53\n")  # another size: seen at once
+    assert resolver._nameservers(system) == [("198.51.100.53", 53), ("2001:db8::53", 53)]
+    assert len(parsed) == 2
+    conf.unlink()  # no file: the error every time, nothing kept
+    for _ in range(2):
+        with pytest.raises(ValidationError, match="no DNS resolver is configured"):
+            resolver._nameservers(system)
+    assert resolver._nameservers(ValidationConfig(resolvers=(("127.0.0.1", 5353),))) == [("127.0.0.1", 5353)]
