@@ -94,7 +94,6 @@ def _current() -> _Thread:
     return thread
 
 
-
 async def run(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """``function(*args, **kwargs)`` on the database thread; its result, or its exception raised here."""
     if getattr(AsyncToSync.executors, "current", None) is not None:  # inside async_to_sync: the caller's thread
