@@ -122,3 +122,48 @@ def test_a_stop_stops_the_worker_even_if_redis_py_swallows_the_cancellation(
         return bool(done) and running.cancelled()
 
     assert asyncio.run(main())
+
+
+def test_a_finalize_waits_for_the_worker_that_issues_its_order(client: redis.Redis,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scaled: notify_issued's word reaches wait_issued whether it comes before or during the wait, it is
+    kept only ISSUED_TTL, and a wait without it ends after FINALIZE_WAIT."""
+    from pki_server.acme import worker
+
+    monkeypatch.setattr(worker, "FINALIZE_WAIT", 0.3)
+
+    async def main() -> tuple[bool, bool, bool, float]:
+        await worker.notify_issued(1)  # the worker was quicker than the finalize's wait
+        before = await worker.wait_issued(1)
+        waiting = asyncio.ensure_future(worker.wait_issued(2))
+        await asyncio.sleep(0.1)
+        await worker.notify_issued(2)
+        during = await waiting
+        started = time.monotonic()
+        never = await worker.wait_issued(3)
+        return before, during, never, time.monotonic() - started
+
+    before, during, never, waited = asyncio.run(main())
+    assert (before, during, never) == (True, True, False)
+    assert 0.25 <= waited < 2
+    assert client.exists("pki:acme:issued:1", "pki:acme:issued:2") == 0  # each word taken by its waiter
+    asyncio.run(worker.notify_issued(4))  # nobody waits: the word expires
+    assert 0 < client.ttl("pki:acme:issued:4") <= worker.ISSUED_TTL
+
+
+def test_a_finalize_does_not_wait_when_too_many_do(client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each wait holds a Redis connection: past MAX_WAITING a finalize answers "processing" at once."""
+    from pki_server.acme import worker
+
+    monkeypatch.setattr(worker, "MAX_WAITING", 2)
+
+    async def main() -> list[bool]:
+        waits = [asyncio.ensure_future(worker.wait_issued(pk)) for pk in (1, 2)]
+        await asyncio.sleep(0.1)
+        third = await asyncio.wait_for(worker.wait_issued(3), 0.5)  # refused at once, though issued below
+        for pk in (1, 2, 3):
+            await worker.notify_issued(pk)
+        return [*await asyncio.gather(*waits), third, await worker.wait_issued(3)]
+
+    assert asyncio.run(main()) == [True, True, False, True]
+    assert worker._waiting == 0

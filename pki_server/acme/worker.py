@@ -7,7 +7,8 @@ records the outcome. A message is only a wake-up: the sweeper finds processing r
 claimed in time, or whose worker died with the lease, and sends them again — so a lost message or a
 killed worker never loses an order. That is why the scaled queue is a plain list: channels_redis's
 delivery machinery (about ten Redis commands per message: capacity, expiry, a backup set for
-at-least-once) bought nothing here, and cost 8 % of the scaled topology's CPU.
+at-least-once) bought nothing here, and cost 8 % of the scaled topology's CPU. The other way, a
+worker that has issued an order tells the finalize waiting for it (wait_issued / notify_issued).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ CHANNEL = "pki-acme-worker"  # embedded: the in-memory channel layer's channel
 WORK_KEY = "pki:acme:work"  # scaled: the Redis list of wake-ups
 WORK_KEY_MAX = 10_000  # wake-ups kept at most while no worker takes them; the sweeper resends dropped ones
 RECEIVE_WAIT = 1  # seconds one BRPOP waits (redis-py's socket timeout is longer)
+ISSUED_KEY = "pki:acme:issued:{}"  # scaled: a worker's word that an order's issuance is over, for its finalize
+ISSUED_TTL = 30  # seconds that word waits for a finalize that has not started waiting yet
+FINALIZE_WAIT = 2.0  # seconds a finalize waits for the worker before it answers "processing"
+MAX_WAITING = 64  # finalizes one process keeps waiting at once (each holds a Redis connection)
 DISPATCH_GRACE = timedelta(seconds=15)  # a message not picked up by then is sent again
 SWEEP_INTERVAL = 5.0  # seconds
 MAX_CONCURRENT = 64  # validations and issuances one worker runs at once
@@ -62,6 +67,47 @@ async def dispatch(kind: str, pk: int) -> None:
         log.warning("The worker channel is full; the sweeper will dispatch %s %s.", kind, pk)
     except Exception:
         log.exception("Could not dispatch %s %s; the sweeper will.", kind, pk)
+
+
+_waiting = 0  # finalizes of this process waiting for a worker now
+
+
+async def wait_issued(order_id: int) -> bool:
+    """Scaled: wait (FINALIZE_WAIT at most) for a worker to finish issuing ``order_id``.
+
+    The finalize that sent the order to a worker can then answer with the order valid (or invalid),
+    as the embedded server does, instead of "processing": the client is spared a poll and its
+    interval. False when no word came in time, or the wait is not possible (no Redis, MAX_WAITING
+    reached, Redis failing): the client polls then, as RFC 8555 §7.4 has it.
+    """
+    global _waiting
+    if not settings.PKI_REDIS_URL or _waiting >= MAX_WAITING:
+        return False
+    from pki_server.redis import get_redis
+
+    _waiting += 1
+    try:
+        return await get_redis().blpop([ISSUED_KEY.format(order_id)], timeout=FINALIZE_WAIT) is not None
+    except Exception:
+        log.warning("Could not wait for the issuance of order %s; the client polls.", order_id, exc_info=True)
+        return False
+    finally:
+        _waiting -= 1
+
+
+async def notify_issued(order_id: int) -> None:
+    """Scaled: tell a finalize waiting in any web process (wait_issued) that ``order_id`` is issued or failed."""
+    if not settings.PKI_REDIS_URL:
+        return
+    from pki_server.redis import get_redis
+
+    try:
+        pipeline = get_redis().pipeline(transaction=False)  # one round trip
+        pipeline.lpush(ISSUED_KEY.format(order_id), 1)
+        pipeline.expire(ISSUED_KEY.format(order_id), ISSUED_TTL)
+        await pipeline.execute()
+    except Exception:
+        log.warning("Could not announce the issuance of order %s; its client polls.", order_id, exc_info=True)
 
 
 def validation_config() -> ValidationConfig:
@@ -169,9 +215,17 @@ async def validate(challenge_id: int, config: ValidationConfig, job: ValidationJ
                  error["detail"] if error else "ok")
 
 
-def _claim_and_issue(order_id: int) -> None:
-    if orders.claim(AcmeOrder, order_id, orders.ISSUE_LEASE):
-        orders.issue(order_id)
+def _claim_and_issue(order_id: int) -> bool:
+    """Whether this worker claimed the order and took it out of processing (issued, or failed)."""
+    if not orders.claim(AcmeOrder, order_id, orders.ISSUE_LEASE):
+        return False
+    order = orders.issue(order_id)
+    return order is not None and order.status != AcmeOrder.STATUS_PROCESSING
+
+
+async def issue(order_id: int) -> None:
+    if await dbthread.run(_claim_and_issue, order_id):
+        await notify_issued(order_id)
 
 
 def _sweep() -> list[tuple[str, int]]:
@@ -258,7 +312,7 @@ class Worker:
         elif kind == "acme.validate":
             await self._guarded(validate(pk, self.config), f"worker message {message!r}")
         elif kind == "acme.issue":
-            await self._guarded(dbthread.run(_claim_and_issue, pk), f"worker message {message!r}")
+            await self._guarded(issue(pk), f"worker message {message!r}")
         else:
             log.warning("Ignoring a worker message of unknown type %r", kind)
 

@@ -196,6 +196,27 @@ def test_certbot_wildcard_dns01_across_both_web_processes(topology: Topology, tm
     assert authzs == [(False, "valid"), (True, "valid")]
 
 
+# --- finalize waits for the worker -------------------------------------------------------------------------------
+
+def test_finalize_answers_with_the_certificate_a_worker_issued(topology: Topology) -> None:
+    """The web process cannot sign: it hands the order to a worker and waits (worker.wait_issued) for its word on
+    Redis, so the client gets the valid order from finalize itself, as from the embedded server, without polling."""
+    client = client_for(topology)
+    name = unique_name()
+    order_url, order = client.new_order(name)
+    answer_http01(topology, client, order)
+    order = client.wait_order(order_url, ("ready",))
+    response = client.finalize(order, make_csr([name]))
+    assert response.status_code == 200, response.text
+    finalized = response.json()
+    assert finalized["status"] == "valid", (finalized, topology.logs())
+    assert response.headers["Location"] == order_url and "Retry-After" not in response.headers
+    assert sans(download(client, finalized)[0]) == {name}
+    ((status, lease_until),) = topology.query("SELECT status, lease_until FROM pki_acme_acmeorder WHERE slug = %s",
+                                              order_url.rpartition("/")[2])
+    assert (status, lease_until) == ("valid", None)
+
+
 # --- a worker killed with SIGKILL while it validates ---------------------------------------------------------------
 
 def test_worker_killed_mid_validation(topology: Topology) -> None:

@@ -45,6 +45,9 @@ class Response:
     dispatch: list[tuple[str, int]] = field(default_factory=list)
     # Validations claimed by this request for this process's worker: (challenge id, what it needs).
     validate_here: list[tuple[int, ValidationJob]] = field(default_factory=list)
+    # An order sent to a worker for issuance, and the response once it is issued (run in the database
+    # thread): the request waits a little for the worker rather than have the client poll (worker.wait_issued).
+    after_issue: tuple[int, Callable[[], Response]] | None = None
 
 
 @dataclass
@@ -138,6 +141,8 @@ class AcmeHandler:
                 for pk, job in response.validate_here:
                     if not await validate_here(pk, job):  # the worker stopped meanwhile: the sweeper's, after the lease
                         log.warning("No worker here for challenge %s; it is validated after its lease.", pk)
+            if response.after_issue is not None:
+                response = await self.issued_response(response, *response.after_issue)
         except AcmeProblem as problem:
             response = self.problem_response(problem)
         except ConnectionAbortedError:
@@ -149,6 +154,19 @@ class AcmeHandler:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s %s -> %s in %.1f ms", method, scope["path"], response.status,
                       (time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    async def issued_response(response: Response, order_id: int, render: Callable[[], Response]) -> Response:
+        """``render()`` once a worker has issued ``order_id``; ``response`` (processing) if it takes too long."""
+        from pki_server.acme.worker import wait_issued
+
+        if not await wait_issued(order_id):
+            return response
+        try:
+            return await dbthread.run(render)
+        except Exception:  # the order is issued all the same: the client's next poll shows it
+            log.exception("Order %s was issued, but reading it back failed", order_id)
+            return response
 
     def _process(self, method: str, url: str, origin: str, ca_name: str | None, kwargs: dict[str, str],
                  jws: jose.JWS | None, spend_in_database: int) -> Response:

@@ -52,4 +52,5 @@ class FinalizeHandler(AcmeHandler):
         response = render(request, order, authorizations)
         if order.status == AcmeOrder.STATUS_PROCESSING:
             response.dispatch.append(("issue", order.pk))
+            response.after_issue = (order.pk, lambda: render(request, load_order(request), authorizations))
         return response
