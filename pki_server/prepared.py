@@ -6,7 +6,8 @@ profile). An ACME request makes a handful of such lookups, each the same SQL wit
 :class:`Prepared` builds its QuerySet once per database connection, keeps the compiled SQL, the
 column converters and the model-building plan, and afterwards only executes the SQL with the new
 parameters and builds the rows into model instances exactly as Django's ``ModelIterable`` does
-(``Model.from_db``, ``select_related`` populators). Statements run inside the caller's transaction,
+(``Model.from_db``, ``select_related`` populators; see :func:`_row_builder` for the two shortcuts
+that give the same instances for less). Statements run inside the caller's transaction,
 on the connection's driver cursor (:func:`execute`), and are counted by ``assertNumQueries``.
 
 Only lookups whose parameters are exactly the builder's arguments, in order, are cached: the
@@ -16,19 +17,25 @@ a value that Django adapts) simply runs as a QuerySet every time.
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from django.conf import settings
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 from django.db.models import Model, QuerySet
+from django.db.models.base import ModelState
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 from django.db.models.query import get_related_populators
-from django.db.models.signals import post_save, pre_save
+from django.db.models.query_utils import DeferredAttribute
+from django.db.models.signals import post_init, post_save, pre_init, pre_save
 from django.db.models.sql.compiler import SQLCompiler
+from django.utils.dateparse import parse_datetime
 
 M = TypeVar("M", bound=Model)
 # Django 5.2's signature (klass_info, select, db); the installed stubs may describe a later one.
@@ -38,13 +45,62 @@ _related_populators: Any = get_related_populators
 @dataclass(frozen=True)
 class _Plan:
     sql: str
-    compiler: SQLCompiler
-    converters: dict[int, Any]
+    converters: list[tuple[int, Callable[[Any], Any]]]  # (column, what turns its database value into Python's)
     model: type[Model]
     init_list: list[str]
     start: int
     end: int
     populators: list[Any]
+    plain_init: bool  # the model's own fields, in order, and Model.__init__: see _row_builder
+
+
+def _converter(compiler: SQLCompiler, functions: list[Any], expression: Any) -> Callable[[Any], Any]:
+    """One column's converters (``SQLCompiler.apply_converters`` calls them the same way), as one function.
+
+    SQLite's datetime converter is replaced by the same steps without its per-call indirections: a
+    row of ACME's tables has up to six datetimes, and Django's converter loop was a third of a
+    one-row lookup.
+    """
+    connection = compiler.connection
+    if connection.vendor == "sqlite" and functions == [getattr(connection.ops, "convert_datetimefield_value", None)]:
+        def convert_datetime(value: Any) -> Any:
+            # django.db.backends.sqlite3.operations.DatabaseOperations.convert_datetimefield_value
+            if value is not None:
+                if not isinstance(value, datetime):
+                    value = parse_datetime(value)
+                if settings.USE_TZ and value.utcoffset() is None:
+                    value = value.replace(tzinfo=connection.timezone)  # timezone.make_aware
+            return value
+
+        return convert_datetime
+
+    def convert(value: Any) -> Any:
+        for function in functions:
+            value = function(value, expression, connection)
+        return value
+
+    return convert
+
+
+# What a field's class attribute is when setting it on a new instance only stores the value.
+_PLAIN_DESCRIPTORS = (DeferredAttribute, ForeignKeyDeferredAttribute)
+
+
+def _build(plan: _Plan, values: Sequence[Any]) -> Model:
+    """``plan.model.from_db("default", plan.init_list, values)``, and the instance it gives.
+
+    With every concrete field selected, in order, ``from_db`` calls ``Model.__init__``, which sets
+    each field's attribute in turn (through descriptors that, on a new instance, only store the
+    value) and sends pre_init and post_init. Where the model keeps Django's ``__init__`` and
+    those descriptors, and nobody listens to the signals, the attributes are stored at once.
+    """
+    if not plan.plain_init or pre_init.receivers or post_init.receivers:
+        return plan.model.from_db("default", plan.init_list, values)
+    obj = plan.model.__new__(plan.model)
+    state = obj._state = ModelState()
+    state.adding, state.db = False, "default"
+    obj.__dict__.update(zip(plan.init_list, values, strict=True))
+    return obj
 
 
 class Prepared(Generic[M]):
@@ -68,10 +124,10 @@ class Prepared(Generic[M]):
             return list(self.build(*params))
         rows: Any = execute(connection, plan.sql, params, fetch=True)
         if plan.converters:
-            rows = plan.compiler.apply_converters(rows, plan.converters)
+            rows = [_convert(row, plan.converters) for row in rows]
         objects: list[M] = []
         for row in rows:
-            obj = plan.model.from_db("default", plan.init_list, row[plan.start:plan.end])
+            obj = _build(plan, row[plan.start:plan.end])
             for populator in plan.populators:
                 populator.populate(row, obj)
             objects.append(obj)  # type: ignore[arg-type]
@@ -98,16 +154,28 @@ class Prepared(Generic[M]):
             return None
         fields = [column[0] for column in select[:compiler.col_count]]
         start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+        model = klass_info["model"]
+        init_list = [column[0].target.attname for column in select[start:end]]
         return _Plan(
             sql=sql,
-            compiler=compiler,
-            converters=compiler.get_converters(fields),
-            model=klass_info["model"],
-            init_list=[column[0].target.attname for column in select[start:end]],
+            converters=[(position, _converter(compiler, functions, expression))
+                        for position, (functions, expression) in compiler.get_converters(fields).items()],
+            model=model,
+            init_list=init_list,
             start=start,
             end=end,
             populators=_related_populators(klass_info, select, "default"),
+            plain_init=model.__init__ is Model.__init__
+            and init_list == [field.attname for field in model._meta.concrete_fields]
+            and all(type(inspect.getattr_static(model, attname, None)) in _PLAIN_DESCRIPTORS for attname in init_list),
         )
+
+
+def _convert(row: Sequence[Any], converters: list[tuple[int, Callable[[Any], Any]]]) -> list[Any]:
+    values = list(row)
+    for position, convert in converters:
+        values[position] = convert(values[position])
+    return values
 
 
 def conditional_update(model: type[Model], pk: Any, values: dict[str, Any], *, status: str | None = None,

@@ -57,6 +57,63 @@ def test_same_objects_as_the_orm(rows: AcmeOrder) -> None:
     assert lookups.challenges_of_authorization.all("no-such-slug") == []
 
 
+def test_rows_become_the_instances_the_orm_builds(rows: AcmeOrder) -> None:
+    """The shortcuts of _build (attributes stored at once) and of SQLite's datetime converter."""
+    AcmeOrder.objects.filter(pk=rows.pk).update(processing_since=timezone.now(), not_before=None,
+                                                 lease_until=timezone.now().replace(microsecond=0))
+    orm = AcmeOrder.objects.get(pk=rows.pk)
+    for _ in range(2):
+        order = lookups.order_by_slug.one(rows.slug)
+        assert order is not None and fields(order) == fields(orm)
+        assert vars(order).keys() == vars(orm).keys()  # nothing more, nothing less than Model.__init__ sets
+        assert (order._state.adding, order._state.db) == (False, "default")
+        assert order.lease_until == orm.lease_until and order.lease_until.tzinfo is not None  # whole seconds
+        assert order.account == orm.account and order.not_before is None  # the foreign key, a NULL datetime
+        order.status = "ready"
+        order.save(update_fields=["status"])  # a usable instance
+        assert AcmeOrder.objects.get(pk=rows.pk).status == "ready"
+        AcmeOrder.objects.filter(pk=rows.pk).update(status=orm.status)
+
+
+def test_init_signals_still_reach_their_receivers(rows: AcmeOrder) -> None:
+    from django.db.models.signals import post_init
+
+    seen: list[int] = []
+
+    def receiver(sender: type[AcmeOrder], instance: AcmeOrder, **kwargs: object) -> None:
+        seen.append(instance.pk)
+
+    lookups.order_by_slug.one(rows.slug)
+    post_init.connect(receiver, sender=AcmeOrder)
+    try:
+        order = lookups.order_by_slug.one(rows.slug)
+    finally:
+        post_init.disconnect(receiver, sender=AcmeOrder)
+    assert order is not None and seen == [rows.pk]
+
+
+@pytest.mark.parametrize("use_tz", [True, False])
+def test_sqlite_datetimes_convert_as_django_converts_them(use_tz: bool, settings: Any) -> None:
+    from django.db.models.expressions import Col
+
+    from pki_server.prepared import _converter
+
+    connection = connections["default"]
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's converter")
+    settings.USE_TZ = use_tz
+    compiler = AcmeOrder.objects.all().query.get_compiler(using="default")
+    expression = Col("pki_acme_acmeorder", AcmeOrder._meta.get_field("expires"))
+    django_converter = connection.ops.convert_datetimefield_value
+    ours = _converter(compiler, [django_converter], expression)
+    assert ours.__name__ == "convert_datetime"
+    aware = timezone.now()
+    for value in ("2026-11-29 06:13:41", "2026-11-29 06:13:41.123456", "2026-11-29T06:13:41+02:00", None,
+                  aware.replace(tzinfo=None), aware if use_tz else aware.replace(tzinfo=None)):
+        expected = django_converter(value, expression, connection)
+        assert ours(value) == expected and getattr(ours(value), "tzinfo", None) == getattr(expected, "tzinfo", None)
+
+
 def test_compiled_once_then_one_query_each(rows: AcmeOrder) -> None:
     lookups.order_by_slug.one(rows.slug)
     assert lookups.order_by_slug._plans.get(connections["default"]) is not None  # the SQL is kept
