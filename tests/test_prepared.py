@@ -136,9 +136,17 @@ def test_every_acme_lookup_is_cacheable(rows: AcmeOrder) -> None:
         lookups.authorizations_of_order: rows.pk, lookups.challenge_for_validation: challenge.pk,
         lookups.challenge_with_authorization: challenge.pk, lookups.order_for_issuance: rows.pk,
     }
-    assert len(calls) + 1 == len([v for v in vars(lookups).values() if isinstance(v, Prepared)])
+    owned = {
+        lookups.owned_order: rows.slug, lookups.owned_order_with_certificate: rows.slug,
+        lookups.owned_challenges_of_authorization: authz.slug, lookups.owned_challenge: challenge.slug,
+    }
+    assert len(calls) + len(owned) + 1 == len([v for v in vars(lookups).values() if isinstance(v, Prepared)])
     for lookup, value in calls.items():
         assert lookup.all(value)
+        assert lookup._plans.get(connections["default"]) is not None, lookup.build
+    for lookup, value in owned.items():  # (the account's slug, the resource's)
+        assert lookup.all(rows.account.slug, value)
+        assert lookup.all("another-account", value) == []
         assert lookup._plans.get(connections["default"]) is not None, lookup.build
     assert [o.pk for o in lookups.orders_of_authorization.all(authz.pk, "pending")] == [rows.pk]
     assert lookups.orders_of_authorization._plans.get(connections["default"]) is not None

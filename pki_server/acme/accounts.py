@@ -16,7 +16,11 @@ from pki_server.core.models import CertificateAuthority
 def by_kid(ca: CertificateAuthority, kid: str, urls: AcmeUrls) -> AcmeAccount:
     """The account a ``kid`` names; it must exist, belong to this CA's directory and be valid (§6.2, §7.3.6)."""
     slug = urls.account_slug(kid)
-    account = lookups.account_by_slug.one(slug) if slug else None
+    return check(lookups.account_by_slug.one(slug) if slug else None, ca, kid)
+
+
+def check(account: AcmeAccount | None, ca: CertificateAuthority, kid: str) -> AcmeAccount:
+    """``account``, found by ``kid``, if it may sign requests to ``ca``'s directory (by_kid's rules)."""
     if account is None or account.ca_id != ca.pk:
         raise problems.account_does_not_exist(f"No account at {kid}: create one with newAccount first.")
     account.ca = ca  # already loaded: saves a query wherever the account's CA is used

@@ -23,6 +23,22 @@ challenges_of_authorization: Prepared[AcmeChallenge] = Prepared(
     lambda slug: AcmeChallenge.objects.filter(authorization__slug=slug).select_related("authorization").order_by("pk"))
 challenge_by_slug: Prepared[AcmeChallenge] = Prepared(
     lambda slug: AcmeChallenge.objects.filter(slug=slug).select_related("authorization").order_by()[:1])
+
+# A resource together with its account, by the account's slug (from the request's kid) and the
+# resource's: the account and the resource in one query when the signer owns it (AcmeHandler.owned).
+owned_order: Prepared[AcmeOrder] = Prepared(
+    lambda account_slug, slug: AcmeOrder.objects.filter(account__slug=account_slug).filter(slug=slug)
+    .select_related("account").order_by()[:1])
+owned_order_with_certificate: Prepared[AcmeOrder] = Prepared(
+    lambda account_slug, slug: AcmeOrder.objects.filter(account__slug=account_slug).filter(slug=slug)
+    .select_related("account", "certificate").order_by()[:1])
+owned_challenges_of_authorization: Prepared[AcmeChallenge] = Prepared(
+    lambda account_slug, slug: AcmeChallenge.objects.filter(authorization__account__slug=account_slug)
+    .filter(authorization__slug=slug).select_related("authorization__account").order_by("pk"))
+owned_challenge: Prepared[AcmeChallenge] = Prepared(
+    lambda account_slug, slug: AcmeChallenge.objects.filter(authorization__account__slug=account_slug)
+    .filter(slug=slug).select_related("authorization__account").order_by()[:1])
+
 authorizations_of_order: Prepared[AcmeAuthorization] = Prepared(
     lambda order_id: AcmeAuthorization.objects.filter(orders=order_id).order_by("pk"))
 

@@ -269,6 +269,7 @@ def test_deactivation(pki_server: PkiServer) -> None:
     assert_problem(post(acme, acme.directory["newOrder"],
                         {"identifiers": [{"type": "dns", "value": unique_name()}]}), 403, "unauthorized")
     assert_problem(post(acme, orderr.uri), 403, "unauthorized")
+    assert_problem(post(acme, orderr.authorizations[0].uri), 403, "unauthorized")  # found with the account
     assert_problem(post(acme, acme.directory["newAccount"], {"termsOfServiceAgreed": True}, use_jwk=True),
                    403, "unauthorized")
     assert table_counts(pki_server) == before

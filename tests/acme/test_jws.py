@@ -18,7 +18,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.acme.rawclient import JOSE, RawClient, Snapshot, assert_problem, b64, public_jwk, unique_name
+from tests.acme.rawclient import JOSE, RawClient, Snapshot, assert_problem, b64, make_csr, public_jwk, unique_name
 from tests.acme.server import PkiServer
 
 ALGORITHMS = {"RS256", "ES256", "ES384", "ES512", "EdDSA"}
@@ -436,3 +436,56 @@ def test_unusable_jwk_is_refused(anonymous: RawClient, jwk: dict) -> None:
     before = anonymous.snapshot()
     response = anonymous.send(anonymous.url("new-account"), anonymous.jws(protected, {"termsOfServiceAgreed": True}))
     refused(anonymous, before, response, 400, "badPublicKey", "malformed")
+
+
+# --- a resource found together with its account (AcmeHandler.owned_lookup) -----------------------------------------
+
+@pytest.fixture(scope="module")
+def owned(pki_server: PkiServer) -> Iterator[tuple[RawClient, dict[str, str]]]:
+    """An account with a valid order: the URL of each resource it owns, which its requests find with it."""
+    raw = RawClient(pki_server)
+    raw.register()
+    order_url, order = raw.ready_order(unique_name())
+    response = raw.finalize(order, make_csr([identifier["value"] for identifier in order["identifiers"]]))
+    assert response.json()["status"] == "valid", response.text
+    authz_url = order["authorizations"][0]
+    challenge_url = raw.post(authz_url, None).json()["challenges"][0]["url"]
+    yield raw, {"order": order_url, "authorization": authz_url, "challenge": challenge_url,
+                "finalize": order["finalize"], "certificate": response.json()["certificate"]}
+    raw.close()
+
+
+RESOURCES = ["order", "authorization", "challenge", "finalize", "certificate"]
+
+
+@pytest.mark.parametrize("resource", RESOURCES)
+def test_an_owned_resource_is_read_by_its_account(owned: tuple[RawClient, dict[str, str]], resource: str) -> None:
+    client, urls = owned
+    response = client.post(urls[resource], None)
+    expected = 400 if resource == "finalize" else 200  # finalize needs its CSR (found and authorized first)
+    assert response.status_code == expected, response.text
+
+
+@pytest.mark.parametrize("resource", RESOURCES)
+def test_an_owned_resource_still_needs_its_account_key(owned: tuple[RawClient, dict[str, str]], resource: str) -> None:
+    """Found with the resource, the account's key still checks the signature."""
+    client, urls = owned
+    before = client.snapshot()
+    other = ec.generate_private_key(ec.SECP256R1())
+    body = client.jws(client.protected(urls[resource]), None, key=other)
+    problem = refused(client, before, client.send(urls[resource], body), 400, "malformed")
+    client.nonce = None  # refused() spent the response's nonce
+    assert "signature" in problem["detail"]
+
+
+@pytest.mark.parametrize("resource", RESOURCES)
+def test_another_accounts_resource_is_unauthorized(owned: tuple[RawClient, dict[str, str]], pki_server: PkiServer,
+                                                   resource: str) -> None:
+    _client, urls = owned
+    stranger = RawClient(pki_server)
+    try:
+        stranger.register()
+        before = stranger.snapshot()
+        refused(stranger, before, stranger.post(urls[resource], None), 403, "unauthorized")
+    finally:
+        stranger.close()

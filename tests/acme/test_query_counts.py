@@ -63,12 +63,13 @@ def test_query_counts(client: AsgiAcmeClient, nonce_store: int, django_assert_nu
     order_url = response.headers["Location"]
     authz_urls = response.json()["authorizations"]
 
-    with django_assert_num_queries(nonce_store + 3):  # + order, its authorizations
+    # An owned resource comes with its account, in one query (AcmeHandler.owned_lookup).
+    with django_assert_num_queries(nonce_store + 2):  # order with account, its authorizations
         assert client.post(order_url).json()["status"] == "pending"
-    with django_assert_num_queries(nonce_store + 2):  # + the authorization's challenges, each with the authorization
+    with django_assert_num_queries(nonce_store + 1):  # the authorization's challenges with authorization and account
         authz = client.post(authz_urls[0]).json()
     challenge_url = next(c["url"] for c in authz["challenges"] if c["type"] == "http-01")
-    with django_assert_num_queries(nonce_store + 3):  # + challenge with its authorization, the status UPDATE
+    with django_assert_num_queries(nonce_store + 2):  # challenge with authorization and account, the UPDATE
         response = client.post(challenge_url, {})
     assert response.json()["status"] == "processing"
 
@@ -78,15 +79,15 @@ def test_query_counts(client: AsgiAcmeClient, nonce_store: int, django_assert_nu
         assert orders.finish_validation(challenge.pk, True, [], None)
     assert AcmeOrder.objects.get().status == "ready"
 
-    with django_assert_num_queries(nonce_store + 4):  # + order, its authorizations, the conditional UPDATE
+    with django_assert_num_queries(nonce_store + 3):  # order with account, its authorizations, the UPDATE
         response = client.post(f"{order_url}/finalize", {"csr": csr_for(*names)})
     assert response.json()["status"] == "processing", response.text
     order = AcmeOrder.objects.get()
     assert orders.claim(AcmeOrder, order.pk, orders.timedelta(seconds=60))
     assert orders.issue(order.pk).status == "valid"
-    with django_assert_num_queries(nonce_store + 3):  # + order, its authorizations
+    with django_assert_num_queries(nonce_store + 2):  # order with account, its authorizations
         body = client.post(order_url).json()
-    with django_assert_num_queries(nonce_store + 2):  # + order with its certificate
+    with django_assert_num_queries(nonce_store + 1):  # order with account and certificate
         assert client.post(body["certificate"]).status_code == 200
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pki_server.acme import lookups, orders, problems, worker
 from pki_server.acme.handlers.base import AcmeHandler, Request, Response
-from pki_server.acme.models import AcmeChallenge
+from pki_server.acme.models import AcmeAccount, AcmeChallenge
 from pki_server.acme.resources import authorization_json, challenge_json
 
 RETRY_AFTER = "1"
@@ -15,9 +17,19 @@ def _owned(request: Request, account_id: int) -> None:
         raise problems.unauthorized("This authorization belongs to another account.")
 
 
-class AuthorizationHandler(AcmeHandler):
+class _ChallengesOwned(AcmeHandler):
+    """Handlers whose owned_lookup finds challenges, each with its authorization and account."""
+
+    @staticmethod
+    def owner_of(resource: Any) -> AcmeAccount:
+        return resource.authorization.account  # type: ignore[no-any-return]
+
+
+class AuthorizationHandler(_ChallengesOwned):
+    owned_lookup = lookups.owned_challenges_of_authorization
+
     def post(self, request: Request) -> Response:
-        challenges = lookups.challenges_of_authorization.all(request.kwargs["slug"])
+        challenges = request.owned or lookups.challenges_of_authorization.all(request.kwargs["slug"])
         authz = challenges[0].authorization if challenges else lookups.authorization_by_slug.one(request.kwargs["slug"])
         if authz is None:
             raise problems.not_found("There is no such authorization.")
@@ -36,9 +48,11 @@ class AuthorizationHandler(AcmeHandler):
         return Response(body=authorization_json(authz, challenges, request.urls), headers=headers)
 
 
-class ChallengeHandler(AcmeHandler):
+class ChallengeHandler(_ChallengesOwned):
+    owned_lookup = lookups.owned_challenge
+
     def post(self, request: Request) -> Response:
-        challenge = lookups.challenge_by_slug.one(request.kwargs["slug"])
+        challenge = request.owned[0] if request.owned else lookups.challenge_by_slug.one(request.kwargs["slug"])
         if challenge is None:
             raise problems.not_found("There is no such challenge.")
         _owned(request, challenge.authorization.account_id)

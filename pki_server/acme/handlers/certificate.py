@@ -30,10 +30,12 @@ REVOCATION_REASONS = {
 
 
 class CertificateHandler(AcmeHandler):
+    owned_lookup = lookups.owned_order_with_certificate
+
     def post(self, request: Request) -> Response:
         account = request.require_account()
         request.require_post_as_get()
-        order = lookups.order_with_certificate.one(request.kwargs["slug"])
+        order = request.owned[0] if request.owned else lookups.order_with_certificate.one(request.kwargs["slug"])
         if order is None or order.certificate is None:
             raise problems.not_found("There is no such certificate.")
         if order.account_id != account.pk:

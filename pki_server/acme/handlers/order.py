@@ -39,16 +39,25 @@ class NewOrderHandler(AcmeHandler):
         return render(request, order, authorizations, status=201)
 
 
+def owned_order(request: Request) -> AcmeOrder:
+    """The order of the URL, as authentication found it with its account, or else by load_order."""
+    return request.owned[0] if request.owned else load_order(request)
+
+
 class OrderHandler(AcmeHandler):
+    owned_lookup = lookups.owned_order
+
     def post(self, request: Request) -> Response:
         request.require_post_as_get()
-        order = load_order(request)
+        order = owned_order(request)
         return render(request, order, orders.refresh_order(order))
 
 
 class FinalizeHandler(AcmeHandler):
+    owned_lookup = lookups.owned_order
+
     def post(self, request: Request) -> Response:
-        order, authorizations = orders.finalize(load_order(request), request.payload(), issue_now=worker.runs_here())
+        order, authorizations = orders.finalize(owned_order(request), request.payload(), issue_now=worker.runs_here())
         response = render(request, order, authorizations)
         if order.status == AcmeOrder.STATUS_PROCESSING:
             response.dispatch.append(("issue", order.pk))
