@@ -6,8 +6,8 @@ profile). An ACME request makes a handful of such lookups, each the same SQL wit
 :class:`Prepared` builds its QuerySet once per database connection, keeps the compiled SQL, the
 column converters and the model-building plan, and afterwards only executes the SQL with the new
 parameters and builds the rows into model instances exactly as Django's ``ModelIterable`` does
-(``Model.from_db``, ``select_related`` populators; see :func:`_row_builder` for the two shortcuts
-that give the same instances for less). Statements run inside the caller's transaction,
+(``Model.from_db``, ``select_related`` populators; :func:`_converter` and :func:`_build` take two
+shortcuts to the same values and instances). Statements run inside the caller's transaction,
 on the connection's driver cursor (:func:`execute`), and are counted by ``assertNumQueries``.
 
 Only lookups whose parameters are exactly the builder's arguments, in order, are cached: the

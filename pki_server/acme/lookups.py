@@ -25,7 +25,7 @@ challenge_by_slug: Prepared[AcmeChallenge] = Prepared(
     lambda slug: AcmeChallenge.objects.filter(slug=slug).select_related("authorization").order_by()[:1])
 
 # A resource together with its account, by the account's slug (from the request's kid) and the
-# resource's: the account and the resource in one query when the signer owns it (AcmeHandler.owned).
+# resource's: the account and the resource in one query when the signer owns it (AcmeHandler.owned_lookup).
 owned_order: Prepared[AcmeOrder] = Prepared(
     lambda account_slug, slug: AcmeOrder.objects.filter(account__slug=account_slug).filter(slug=slug)
     .select_related("account").order_by()[:1])

@@ -203,8 +203,10 @@ class AcmeHandler:
 
     def owned_account(self, request: Request, kid: str) -> AcmeAccount | None:
         """The signer's account, found with the resource it owns (``Request.owned``); None if not found so."""
-        slug = request.urls.account_slug(kid) if self.owned_lookup is not None else None
-        if self.owned_lookup is None or slug is None:
+        if self.owned_lookup is None:
+            return None
+        slug = request.urls.account_slug(kid)
+        if slug is None:
             return None
         request.owned = self.owned_lookup.all(slug, request.kwargs["slug"])
         return accounts.check(self.owner_of(request.owned[0]), request.ca, kid) if request.owned else None
