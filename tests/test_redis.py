@@ -167,3 +167,28 @@ def test_a_finalize_does_not_wait_when_too_many_do(client: redis.Redis, monkeypa
 
     assert asyncio.run(main()) == [True, True, False, True]
     assert worker._waiting == 0
+
+
+def test_a_redis_that_stops_answering_does_not_hold_a_finalize(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that takes the connection and never answers: the wait ends about a second after FINALIZE_WAIT."""
+    from pki_server.acme import worker
+
+    monkeypatch.setattr(worker, "FINALIZE_WAIT", 0.2)
+
+    async def main() -> tuple[bool, float]:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1 << 16)  # the command arrives; no answer ever goes back
+            await asyncio.sleep(30)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        settings.PKI_REDIS_URL = f"redis://127.0.0.1:{port}/0"
+        try:
+            started = time.monotonic()
+            return await worker.wait_issued(1), time.monotonic() - started
+        finally:
+            server.close()
+
+    answered, waited = asyncio.run(main())
+    assert answered is False
+    assert 1.0 <= waited < 5

@@ -87,7 +87,8 @@ async def wait_issued(order_id: int) -> bool:
 
     _waiting += 1
     try:
-        return await get_redis().blpop([ISSUED_KEY.format(order_id)], timeout=FINALIZE_WAIT) is not None
+        async with asyncio.timeout(FINALIZE_WAIT + 1):  # a Redis that stops answering must not hold the request
+            return await get_redis().blpop([ISSUED_KEY.format(order_id)], timeout=FINALIZE_WAIT) is not None
     except Exception:
         log.warning("Could not wait for the issuance of order %s; the client polls.", order_id, exc_info=True)
         return False
