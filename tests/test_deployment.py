@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.acme.server import free_port
-from tests.network import reachable
+from tests.network import flush_redis, reachable
 from tests.test_settings import TIMEOUT, pki_env, run_pki
 
 yaml = pytest.importorskip("yaml")  # PyYAML: the dev extra
@@ -555,6 +555,7 @@ def test_scaled_topology_behind_nginx(tmp_path: Path) -> None:
     dns, http01 = DNSThread(), Http01Responder(free_port())
     dns.start()
     http01.start()
+    flush_redis(REDIS_HOST, REDIS_PORT, REDIS_DB)
     try:
         with postgres_database() as database_url, processes() as started:
             dns_host, dns_port = dns.server.address
@@ -643,3 +644,5 @@ def test_scaled_topology_behind_nginx(tmp_path: Path) -> None:
     finally:
         http01.stop()
         dns.stop()
+        with contextlib.suppress(Exception):  # spent nonces and wake-ups: nothing of this test outlives it
+            flush_redis(REDIS_HOST, REDIS_PORT, REDIS_DB)
