@@ -51,7 +51,7 @@ class _Plan:
     start: int
     end: int
     populators: list[Any]
-    plain_init: bool  # the model's own fields, in order, and Model.__init__: see _row_builder
+    plain_init: bool  # the model's own fields, in order, Model.__init__ and plain descriptors: see _build
 
 
 def _converter(compiler: SQLCompiler, functions: list[Any], expression: Any) -> Callable[[Any], Any]:

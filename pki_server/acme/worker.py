@@ -102,10 +102,11 @@ async def notify_issued(order_id: int) -> None:
         return
     from pki_server.redis import get_redis
 
+    key = ISSUED_KEY.format(order_id)
     try:
         pipeline = get_redis().pipeline(transaction=False)  # one round trip
-        pipeline.lpush(ISSUED_KEY.format(order_id), 1)
-        pipeline.expire(ISSUED_KEY.format(order_id), ISSUED_TTL)
+        pipeline.lpush(key, 1)
+        pipeline.expire(key, ISSUED_TTL)
         await pipeline.execute()
     except Exception:
         log.warning("Could not announce the issuance of order %s; its client polls.", order_id, exc_info=True)
