@@ -1,6 +1,6 @@
 """Replay nonces (RFC 8555 §6.5): issued without writing anything, redeemed once.
 
-A nonce is ``base64url(issued-at || serial || HMAC(key, issued-at || serial)[:16])``: it is checked
+A nonce is ``base64url(issued-at || serial || MAC(key, issued-at || serial))``: it is checked
 without a lookup, and redeeming it is one atomic operation in the store ``PKI_ACME_NONCE_STORE``
 names (``auto`` picks the first that fits):
 
@@ -45,6 +45,17 @@ def store() -> str:
     if settings.PKI_REDIS_URL:
         return "redis"
     return "memory" if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") else "database"
+
+
+def mac(key: bytes, body: bytes) -> bytes:
+    """The nonce's 16-byte MAC: keyed BLAKE2b (RFC 7693 §2.5).
+
+    Not HMAC-SHA256: Python's ``hmac.digest`` goes to OpenSSL 3, whose one-shot HMAC looks the
+    digest up afresh on every call and releases the GIL around it. Two MACs per ACME request cost
+    about 30 µs each that way in the server, against about 1 µs for hashlib's built-in BLAKE2b,
+    which is a MAC by design when given a key.
+    """
+    return hashlib.blake2b(body, key=key, digest_size=16).digest()
 
 
 @cache
@@ -108,7 +119,7 @@ def make() -> str:
     else:
         key, serial = _shared_key(settings.SECRET_KEY), int.from_bytes(os.urandom(8), "big")
     body = _STRUCT.pack(int(time.time()), serial)
-    return b64encode(body + hmac.digest(key, body, "sha256")[:16])
+    return b64encode(body + mac(key, body))
 
 
 def check(nonce: str) -> int:
@@ -119,9 +130,9 @@ def check(nonce: str) -> int:
     raw = b64decode(nonce, "The nonce")
     if len(raw) != 32:
         raise problems.bad_nonce("The nonce was not issued by this server.")
-    body, mac = raw[:16], raw[16:]
+    body, tag = raw[:16], raw[16:]
     key = memory().key if store() == "memory" else _shared_key(settings.SECRET_KEY)
-    if not hmac.compare_digest(mac, hmac.digest(key, body, "sha256")[:16]):
+    if not hmac.compare_digest(tag, mac(key, body)):
         raise problems.bad_nonce("The nonce was not issued by this server.")
     issued, _ = _STRUCT.unpack(body)
     remaining = issued + LIFETIME - int(time.time())
