@@ -5,6 +5,7 @@ handlers (raw ASGI apps: no middleware, one database hop per request), OCSP, CRL
 certificates to the CA's lean publication endpoints (core/endpoints.py); everything else goes to
 Django (the admin, the dashboard, the CA's published certificates). Websockets go to the dashboard's
 live feed, behind an Origin check (ALLOWED_HOSTS) and the Django session of the dashboard's login.
+Every HTTP request gets a line in the access log when ``serve`` turns it on (pki_server/accesslog.py).
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.core.asgi import get_asgi_application  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
+from pki_server.accesslog import logged  # noqa: E402
 from pki_server.acme.routing import urlpatterns as acme_urlpatterns  # noqa: E402
 from pki_server.core.endpoints import urlpatterns as publication_urlpatterns  # noqa: E402
 from pki_server.dashboard.routing import websocket_urlpatterns  # noqa: E402
 
 django_application = ASGIStaticFilesHandler(get_asgi_application())
 
+http_routes = [*acme_urlpatterns, *publication_urlpatterns, re_path(r"", django_application)]  # type: ignore[arg-type]
+
 application = ProtocolTypeRouter({
-    "http": URLRouter([*acme_urlpatterns, *publication_urlpatterns, re_path(r"", django_application)]),  # type: ignore[arg-type]
+    "http": logged(URLRouter(http_routes)),
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
 })

@@ -24,7 +24,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from django.db.migrations.executor import MigrationExecutor
 
-from pki_server import eventloop
+from pki_server import accesslog, eventloop
 from pki_server.core.exceptions import PkiError
 
 
@@ -36,6 +36,9 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=settings.PKI_HOST, help="Address to listen on (default: PKI_HOST).")
         parser.add_argument("--port", type=int, default=settings.PKI_PORT, help="HTTP port (default: PKI_PORT).")
         parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+        parser.add_argument("--no-access-log", action="store_true",
+                            help="Write no access log (one line per HTTP request on standard output; a "
+                                 "--log-level above info turns it off too).")
         parser.add_argument("--no-worker", action="store_true",
                             help="Do not run the ACME worker in this process (run `pki-server worker` instead).")
         parser.add_argument("--forwarded-allow-ips", metavar="IPS",
@@ -132,6 +135,8 @@ class Command(BaseCommand):
                 self.stdout.write(f"ACME directory over HTTPS: {https_url}/acme/directory")
             self.stdout.write(f"Admin: {settings.PKI_BASE_URL}/admin/")
             self.stdout.flush()
+            if options["log_level"] in ("info", "debug") and not options["no_access_log"]:
+                accesslog.log.enable()
             renewal = None
             if source is not None and context is not None:
                 renewal = tls.keep_current(context, source, options["tls_check_interval"])
@@ -148,6 +153,7 @@ class Command(BaseCommand):
             port=port,
             lifespan="off",
             log_level=options["log_level"],
+            access_log=False,  # pki_server/accesslog.py writes it, for less
             proxy_headers=True,
             forwarded_allow_ips=options["forwarded_allow_ips"],
             server_header=False,
