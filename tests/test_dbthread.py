@@ -1,10 +1,12 @@
-"""pki_server/dbthread.py: the database thread the ACME handlers, the worker and the OCSP endpoints hop to."""
+"""pki_server/dbthread.py: the database thread the ACME handlers, the worker and the OCSP endpoints hop to,
+and the inline mode that replaces it on SQLite."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import threading
+from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -16,6 +18,23 @@ from pki_server.core.models import CertificateAuthority
 # The thread tidies its database connection around every job (close_old_connections), so every test
 # here may touch the database.
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """The thread (PostgreSQL's mode), unless a test is marked ``inline`` (SQLite's)."""
+    inline = request.node.get_closest_marker("inline") is not None
+    monkeypatch.setattr(dbthread, "INLINE", inline)
+    return inline
+
+
+def test_the_mode_follows_the_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.conf import settings
+
+    for engine, inline in (("django.db.backends.sqlite3", True), ("pki_server.postgresql", False)):
+        monkeypatch.setattr(dbthread, "INLINE", None)
+        monkeypatch.setitem(settings.DATABASES["default"], "ENGINE", engine)
+        assert dbthread.inline() is inline
 
 
 def where() -> tuple[str, int]:
@@ -95,3 +114,51 @@ def test_inside_async_to_sync_the_callers_thread_runs_it() -> None:
         return await dbthread.run(where)
 
     assert async_to_sync(hop)() == where()
+
+
+# --- inline (SQLite) -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.inline
+async def test_inline_a_job_runs_on_the_loops_thread_with_the_orm(intermediate: CertificateAuthority) -> None:
+    loop = asyncio.get_running_loop()
+
+    def read() -> tuple[tuple[str, int], list[str], asyncio.AbstractEventLoop | None]:
+        # Django raises SynchronousOnlyOperation for ORM calls on a thread with a running loop.
+        names = list(CertificateAuthority.objects.values_list("name", flat=True))
+        return where(), names, dbthread.job_loop()
+
+    here, names, job_loop = await dbthread.run(read)
+    assert here == where()
+    assert "intermediate" in names
+    assert job_loop is loop
+    assert asyncio.get_running_loop() is loop  # given back
+    assert dbthread.job_loop() is None
+
+
+@pytest.mark.inline
+async def test_inline_an_exception_comes_back_and_the_loop_runs_on() -> None:
+    loop = asyncio.get_running_loop()
+
+    def fail() -> None:
+        raise LookupError("from an inline job")
+
+    with pytest.raises(LookupError, match="from an inline job"):
+        await dbthread.run(fail)
+    assert asyncio.get_running_loop() is loop
+    assert dbthread.job_loop() is None
+    await asyncio.sleep(0)  # still a working loop
+    assert await dbthread.run(lambda a, *, b: a + b, 2, b=3) == 5
+
+
+@pytest.mark.inline
+async def test_inline_the_dashboards_events_reach_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """events.publish from a job queues the event on the loop that runs the job, as from the thread."""
+    from pki_server.dashboard import events
+
+    queued: list[tuple[Any, asyncio.AbstractEventLoop]] = []
+    monkeypatch.setattr(events, "_enqueue", lambda event: queued.append((event, asyncio.get_running_loop())))
+    await dbthread.run(events.publish, {"kind": "order.created"})
+    assert queued == []  # called soon, from the loop, once the job is done
+    await asyncio.sleep(0)
+    assert queued == [({"kind": "order.created"}, asyncio.get_running_loop())]

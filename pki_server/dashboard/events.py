@@ -33,6 +33,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from pki_server import dbthread
 from pki_server.acme import signals as acme_signals
 from pki_server.acme.models import AcmeChallenge, AcmeOrder
 from pki_server.core import signals as core_signals
@@ -184,10 +185,13 @@ async def _send(layer: Any, event: Event) -> None:
 
 
 def _event_loop_of_this_thread() -> asyncio.AbstractEventLoop | None:
-    """The event loop whose ``sync_to_async`` runs this thread (asgiref records it), if it still runs."""
-    loop: asyncio.AbstractEventLoop | None = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-    if loop is None or getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) != os.getpid():
-        return None
+    """The event loop whose ``sync_to_async`` runs this thread (asgiref records it), or that waits for the
+    database job running inline on it (pki_server/dbthread.py), if it still runs."""
+    loop: asyncio.AbstractEventLoop | None = dbthread.job_loop()
+    if loop is None:
+        loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+        if loop is None or getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) != os.getpid():
+            return None
     return loop if loop.is_running() and not loop.is_closed() else None
 
 
