@@ -11,8 +11,9 @@ dashboard page of the object concerned, or null. Events carry names, serials and
 
 Publishing must never break or slow the ACME operation that sent the signal. Building an event costs at
 most one small query, after the commit; sending it costs the signalling thread nothing when it runs under
-``sync_to_async`` (the web process, the in-process worker, ``pki-server worker``): the event is queued on
-that event loop and sent from there, in order, by one task. Only a process without an event loop (the CLI)
+``sync_to_async`` or the database thread (the web process, the in-process worker, ``pki-server worker``),
+or inline on the loop's own thread (SQLite, pki_server/dbthread.py): the event is queued on that event
+loop and sent from there, in order, by one task. Only a process without an event loop (the CLI)
 sends synchronously, and only to a shared (Redis) layer. Every failure is logged, never raised.
 """
 

@@ -140,7 +140,10 @@ class Command(BaseCommand):
             renewal = None
             if source is not None and context is not None:
                 renewal = tls.keep_current(context, source, options["tls_check_interval"])
-            eventloop.run(self.serve(listeners, with_worker=not options["no_worker"], renewal=renewal))
+            try:
+                eventloop.run(self.serve(listeners, with_worker=not options["no_worker"], renewal=renewal))
+            finally:
+                accesslog.log.disable()  # the lines of the loop's last iteration
 
     @staticmethod
     def config(options: dict[str, Any], sock: socket.socket) -> uvicorn.Config:
