@@ -162,3 +162,22 @@ async def test_inline_the_dashboards_events_reach_the_loop(monkeypatch: pytest.M
     assert queued == []  # called soon, from the loop, once the job is done
     await asyncio.sleep(0)
     assert queued == [({"kind": "order.created"}, asyncio.get_running_loop())]
+
+
+@pytest.mark.inline
+def test_inline_async_to_sync_in_a_job_runs_elsewhere_and_does_not_hang() -> None:
+    """A job calling async_to_sync must not wait for the loop it is blocking: asgiref runs the coroutine on a
+    loop of its own. Checked on a loop in another thread, joined with a timeout, so a deadlock fails the test."""
+    async def loop_of() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    async def hop() -> tuple[bool, bool]:
+        other = await dbthread.run(async_to_sync(loop_of))
+        return other is not asyncio.get_running_loop(), asyncio.get_running_loop() is not None
+
+    results: list[tuple[bool, bool]] = []
+    thread = threading.Thread(target=lambda: results.append(asyncio.run(hop())), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the inline job deadlocked on async_to_sync"
+    assert results == [(True, True)]
