@@ -76,9 +76,8 @@ class AccessLog:
         client = scope.get("client")
         where = f"{client[0]}:{client[1]}" if client else "-"
         query = scope.get("query_string")
-        target = scope.get("raw_path") or scope["path"].encode("utf-8")
-        if isinstance(target, bytes):
-            target = target.decode("latin-1")
+        raw = scope.get("raw_path")  # the target as sent (percent-encoded); ASGI makes it optional
+        target = raw.decode("latin-1") if raw else scope["path"]
         if query:
             target = f"{target}?{query.decode('latin-1')}"
         request = f"{scope['method']} {target} HTTP/{scope.get('http_version', '1.1')}"

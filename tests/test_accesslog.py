@@ -122,6 +122,15 @@ async def test_quotes_and_control_characters_are_escaped(stream: CountingStream)
     assert "\x1b" not in stream.getvalue()
 
 
+async def test_without_raw_path_the_decoded_path_is_logged(stream: CountingStream) -> None:
+    request_scope = scope("/acme/ca/authz/é")
+    del request_scope["raw_path"]
+    await call(respond(200), request_scope)
+    await asyncio.sleep(0)
+    [line] = lines(stream)
+    assert line["request"] == "POST /acme/ca/authz/é HTTP/1.1"
+
+
 async def test_off_writes_nothing_and_leaves_the_app_alone() -> None:
     accesslog.log.disable()
     calls: list[Any] = []
