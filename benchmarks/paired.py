@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,27 +25,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import servers  # noqa: E402
+from compare import Bench  # noqa: E402
 
-LOAD = HERE / "acme_load.py"
 WARM_UP = 20
 
 
-def run_once(root: Path, args: argparse.Namespace, workdir: Path, http01_port: int, dns_port: int) -> dict[str, Any]:
+def run_once(bench: Bench, root: Path, workdir: Path, label: str) -> dict[str, Any]:
+    """A fresh server from ``root``: WARM_UP orders, then ``-n`` measured (compare.py's runs, same client)."""
+    args = bench.args
     servers.ROOT = root  # the checkout put on the server's PYTHONPATH (servers._pki_env)
     start = servers.pki_scaled if args.topology == "scaled" else servers.pki_embedded
-    with start(workdir, http01_port, dns_port) as target:
-        command = [sys.executable, str(LOAD), target.directory, "-c", str(args.concurrency), "--challenge",
-                   args.challenge, "--http01-port", str(http01_port), "--timeout", str(args.timeout),
-                   *target.load_args]
-        for pid in target.pids:
-            command += ["--server-pid", str(pid)]
-        subprocess.run([*command, "-n", str(WARM_UP)], capture_output=True, timeout=args.timeout + 60)  # noqa: S603
-        result = subprocess.run([*command, "-n", str(args.orders)], capture_output=True, text=True,  # noqa: S603
-                                timeout=args.timeout + 60)
-    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    if not lines:
-        raise RuntimeError(f"acme_load.py gave no result (exit {result.returncode}): {result.stderr[-1500:]}")
-    data: dict[str, Any] = json.loads(lines[-1])
+    with start(workdir, bench.http01_port, bench.dns_port) as target:
+        bench.load(target, WARM_UP, args.concurrency, challenge=args.challenge, scenario="warm-up", record=False)
+        data = bench.load(target, args.orders, args.concurrency, challenge=args.challenge, scenario=label,
+                          record=False)
     if data.get("failures") or data.get("completed") != args.orders:
         raise RuntimeError(f"the run against {root} had failures: {json.dumps(data)[:1500]}")
     return data
@@ -66,7 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-c", "--concurrency", type=int, default=16)
     parser.add_argument("--challenge", choices=["http-01", "dns-01"], default="http-01")
     parser.add_argument("--topology", choices=["embedded", "scaled"], default="embedded")
-    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--timeout", type=float, default=300, help="Seconds for one load run.")
+    parser.add_argument("--poll-interval", type=float, default=0.05, help="Passed to acme_load.py (default: 0.05).")
     parser.add_argument("--json", type=Path, help="Also write every run's JSON line here.")
     args = parser.parse_args(argv)
     for name in ("baseline", "change"):
@@ -82,11 +75,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     runs: dict[str, list[tuple[float, float, float]]] = {"baseline": [], "change": []}
-    http01_port, dns_port = servers.free_port(), servers.free_port(udp_too=True)
     with tempfile.TemporaryDirectory(prefix="pki-paired-") as tmp:
+        bench = Bench(args, Path(tmp))
         for round_ in range(args.rounds):
             for name in ("baseline", "change"):
-                data = run_once(getattr(args, name), args, Path(tmp) / f"{name}-{round_}", http01_port, dns_port)
+                label = f"round {round_ + 1} {name}"
+                data = run_once(bench, getattr(args, name), Path(tmp) / f"{name}-{round_}", label)
                 data.update({"checkout": name, "round": round_})
                 if args.json:
                     with args.json.open("a") as out:
