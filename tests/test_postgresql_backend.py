@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import OperationalError
 from django.db.utils import ConnectionHandler
 
+from pki_server import environment
 from pki_server.postgresql import base
 from tests.test_database import PG_HOST, PG_PORT, postgres_reachable, scratch_postgres_database
 
@@ -22,10 +24,9 @@ pytestmark = [
 def connection(django_db_blocker: Any) -> Iterator[Any]:
     """A connection of our backend to a scratch database (not the tests' database: pytest-django's unblocked)."""
     with scratch_postgres_database("pki_backend") as name, django_db_blocker.unblock():
-        handler = ConnectionHandler({"default": {
-            "ENGINE": "pki_server.postgresql", "NAME": name, "USER": "postgres", "HOST": PG_HOST,
-            "PORT": str(PG_PORT), "CONN_MAX_AGE": 300, "CONN_HEALTH_CHECKS": True,
-        }})
+        # The entry pki-server makes from PKI_DATABASE_URL, options and all.
+        url = f"postgres://postgres@{PG_HOST}:{PG_PORT}/{name}"
+        handler = ConnectionHandler({"default": environment.database({"PKI_DATABASE_URL": url}, Path("unused"))})
         connection = handler["default"]
         try:
             yield connection
@@ -106,3 +107,22 @@ def test_prepared_execute_on_the_driver_cursor(connection: Any) -> None:
     with pytest.raises(IntegrityError):
         execute(connection, "INSERT INTO t VALUES (%s, %s)", ["a", None], fetch=False)
     assert execute(connection, "SELECT count(*) FROM t", [], fetch=True) == [(2,)]
+
+
+def test_statements_run_often_are_prepared_on_the_server(connection: Any) -> None:
+    """PostgreSQL parses and plans a statement once per connection after PREPARE_THRESHOLD runs, not on every run."""
+    from pki_server.prepared import execute
+
+    execute(connection, "CREATE TABLE p (k text PRIMARY KEY, n integer)", [], fetch=False)
+    execute(connection, "INSERT INTO p VALUES (%s, %s), (%s, %s)", ["a", 1, "b", 2], fetch=False)
+    lookup = "SELECT n FROM p WHERE k = %s"
+    prepared = "SELECT count(*) FROM pg_prepared_statements WHERE statement = 'SELECT n FROM p WHERE k = $1'"
+    for run in range(environment.PREPARE_THRESHOLD):
+        assert execute(connection, lookup, ["ab"[run % 2]], fetch=True) == [(run % 2 + 1,)]
+    assert execute(connection, prepared, [], fetch=True) == [(0,)], "not prepared before the threshold"
+    assert execute(connection, lookup, ["b"], fetch=True) == [(2,)]
+    assert execute(connection, prepared, [], fetch=True) == [(1,)], "prepared once run often"
+    with connection.cursor() as cursor:  # the ORM's statements are bound on the server too
+        assert type(cursor.cursor).__name__ == "ServerBindingCursor"
+        cursor.execute("SELECT n + %s FROM p WHERE k = %s", [40, "b"])
+        assert cursor.fetchone() == (42,)

@@ -312,7 +312,8 @@ class TestDatabase:
         config = env.database({"PKI_DATABASE_URL": "postgres://user:pw@host:5433/db"}, tmp_path)
         assert config == {
             "ENGINE": "pki_server.postgresql", "NAME": "db", "USER": "user", "PASSWORD": "pw",
-            "HOST": "host", "PORT": "5433", "OPTIONS": {}, "CONN_MAX_AGE": 300, "CONN_HEALTH_CHECKS": True,
+            "HOST": "host", "PORT": "5433", "OPTIONS": {"server_side_binding": True, "prepare_threshold": 5},
+            "CONN_MAX_AGE": 300, "CONN_HEALTH_CHECKS": True,
         }
 
     def test_postgres_escapes_options_and_no_port(self, tmp_path: Path) -> None:
@@ -322,7 +323,26 @@ class TestDatabase:
         assert (config["USER"], config["PASSWORD"], config["HOST"], config["PORT"], config["NAME"]) == (
             "pki@corp", "p/w@", "db.internal", "", "pki ca",
         )
-        assert config["OPTIONS"] == {"sslmode": "require"}
+        assert config["OPTIONS"] == {"sslmode": "require", "server_side_binding": True, "prepare_threshold": 5}
+
+    @pytest.mark.parametrize(("query", "binding", "threshold"), [
+        ("prepare_threshold=none", True, None),
+        ("prepare_threshold=0&server_side_binding=false", False, 0),
+        ("server_side_binding=Off&prepare_threshold=12", False, 12),
+    ])
+    def test_postgres_statement_options(self, tmp_path: Path, query: str, binding: bool, threshold: int | None) -> None:
+        config = env.database({"PKI_DATABASE_URL": f"postgres://db.internal/pki?{query}"}, tmp_path)
+        assert config["OPTIONS"] == {"server_side_binding": binding, "prepare_threshold": threshold}
+
+    @pytest.mark.parametrize(("query", "message"), [
+        ("prepare_threshold=-1", "prepare_threshold must be a number of runs"),
+        ("prepare_threshold=often", "prepare_threshold must be a number of runs"),
+        ("server_side_binding=maybe", "server_side_binding must be true or false"),
+    ])
+    def test_postgres_bad_statement_options(self, tmp_path: Path, query: str, message: str) -> None:
+        with pytest.raises(env.ConfigurationError, match=message) as raised:
+            env.database({"PKI_DATABASE_URL": f"postgres://pki:s3cret@db.internal/pki?{query}"}, tmp_path)
+        assert "s3cret" not in str(raised.value)
 
     def test_sqlite_urls(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         absolute = env.database({"PKI_DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite3"}, tmp_path / "var")
@@ -550,7 +570,8 @@ def test_postgres_url_gives_the_database_entry(tmp_path: Path) -> None:
     shown = show_settings(pki_env(tmp_path / "var", PKI_DATABASE_URL="postgres://user:pw@host:5433/db"), tmp_path)
     assert shown["DATABASE"] == {
         "ENGINE": "pki_server.postgresql", "NAME": "db", "USER": "user", "PASSWORD": "pw",
-        "HOST": "host", "PORT": "5433", "OPTIONS": {}, "CONN_MAX_AGE": 300, "CONN_HEALTH_CHECKS": True,
+        "HOST": "host", "PORT": "5433", "OPTIONS": {"server_side_binding": True, "prepare_threshold": 5},
+            "CONN_MAX_AGE": 300, "CONN_HEALTH_CHECKS": True,
     }
 
 
