@@ -289,6 +289,7 @@ def test_errors_are_one_line_and_write_nothing(stopped_server: TlsServer) -> Non
         busy.listen()
         assert f"port {server.tls_port} (--tls-port): Address already in use" in refused()
     assert "no CA named 'nope'" in refused("--tls-ca", "nope")
+    assert "--no-validation goes with --no-worker" in refused("--no-validation")
     assert "not a duration" in refused("--tls-lifetime", "soon")
     assert "--tls-name" in refused("--tls-name", "not a name")
     server.manage("init_ca", "locked", "/CN=Locked", "--curve", "P-256", "--password", "secret", "--parent", "root")

@@ -129,8 +129,9 @@ _here: list[Worker] = []  # the workers running in this process (the embedded `s
 
 
 def runs_here() -> bool:
-    """Whether this process runs a worker, so holds what signing needs (the embedded `serve`)."""
-    return bool(_here)
+    """Whether this process runs a worker that issues, so holds what signing needs (the embedded
+    `serve`); a web process's validator (``Worker(receive=False)``) issues nothing."""
+    return any(worker.receives for worker in _here)
 
 
 def validation_lease(config: ValidationConfig) -> timedelta:
@@ -243,10 +244,19 @@ def _sweep() -> list[tuple[str, int]]:
 
 
 class Worker:
-    """Receives wake-ups and runs each as a task, at most MAX_CONCURRENT at once."""
+    """Receives wake-ups and runs each as a task, at most MAX_CONCURRENT at once.
 
-    def __init__(self, *, sweep: bool = True) -> None:
-        self.sweep = sweep
+    With ``receive=False`` it is a web process's validator (`serve --no-worker`): it receives no
+    wake-ups and issues nothing, and only runs the validations of the challenges that this
+    process's requests claimed (validate_claimed). A validation needs no CA key, and run where the
+    challenge was claimed it saves a wake-up, a second claim and a thread hop in a worker. Should
+    the process die mid-validation, the challenge's lease runs out and a worker's sweeper hands it
+    on, as for a worker that dies.
+    """
+
+    def __init__(self, *, sweep: bool = True, receive: bool = True) -> None:
+        self.sweep = sweep and receive
+        self.receives = receive
         self.config = validation_config()
         self.tasks: set[asyncio.Task[None]] = set()
         self.slots = asyncio.Semaphore(MAX_CONCURRENT)
@@ -254,9 +264,18 @@ class Worker:
     async def run(self) -> None:
         _here.append(self)
         try:
-            await self._run()
+            if self.receives:
+                await self._run()
+            else:
+                log.info("ACME validator running: challenges started here are validated here.")
+                await asyncio.Event().wait()  # until cancelled; the work comes through validate_claimed
         finally:
             _here.remove(self)
+            running = list(self.tasks)
+            for task in running:
+                task.cancel()
+            if running:  # let them hand their work back (bounded: a stop must not hang)
+                await asyncio.wait(running, timeout=5)
 
     async def validate_claimed(self, challenge_id: int, job: ValidationJob) -> None:
         """Run a validation whose challenge the caller claimed (``start_challenge`` with a lease) in this process."""
@@ -297,11 +316,6 @@ class Worker:
         finally:
             if sweeper is not None:
                 sweeper.cancel()
-            running = list(self.tasks)
-            for task in running:
-                task.cancel()
-            if running:  # let them hand their work back (bounded: a stop must not hang)
-                await asyncio.wait(running, timeout=5)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)

@@ -3,6 +3,8 @@ order answers "processing" with Retry-After, a worker signs, and the next poll s
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 
 import pytest
@@ -50,3 +52,21 @@ def test_processing_with_retry_after_then_the_worker_signs(intermediate: Certifi
     polled = client.post(order_url)
     assert polled.json()["status"] == "valid" and "Retry-After" not in polled.headers
     assert client.post(polled.json()["certificate"]).status_code == 200
+
+
+def test_a_web_process_validator_validates_here_and_issues_nothing() -> None:
+    """`serve --no-worker` runs Worker(receive=False): challenges started here are claimed for it, orders are not."""
+    async def check() -> None:
+        assert worker.local_validation_lease() is None
+        validator = asyncio.create_task(worker.Worker(receive=False, sweep=False).run())
+        await asyncio.sleep(0)
+        try:
+            assert worker.local_validation_lease() is not None  # the challenge handler claims with this lease
+            assert not worker.runs_here()  # finalize still hands the order to a worker: no CA key here
+        finally:
+            validator.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await validator
+        assert worker.local_validation_lease() is None
+
+    asyncio.run(check())

@@ -4,7 +4,8 @@
 Redis database 11 on 127.0.0.1:6379 (flushed before and after), runs ``pki-server init`` once, then starts
 
 - ``web0``, ``web1``: ``pki-server serve --no-worker`` on two ports, with a data directory of their own that holds
-  no CA key (issuance happens in the workers);
+  no CA key (issuance happens in the workers). ``web0`` validates the challenges its requests start (the
+  default); ``web1`` runs ``--no-validation`` and sends them to the workers, so both paths run here;
 - ``worker0``, ``worker1``: ``pki-server worker``, with the data directory of the CA keys;
 - a round-robin balancer (tests/scale/balancer.py) in front of the two web processes; PKI_BASE_URL is its URL,
   so every ACME URL a client follows goes through it again.
@@ -199,7 +200,8 @@ class Topology:
         self.starts[role] = self.starts.get(role, 0) + 1
         if role.startswith("web"):
             port = self.web_ports[int(role[-1])]
-            args = ["serve", "--no-worker", "--host", "127.0.0.1", "--port", str(port)]
+            args = ["serve", "--no-worker", "--host", "127.0.0.1", "--port", str(port),
+                    *(["--no-validation"] if role == "web1" else [])]
         else:
             args = ["worker"]
         with self.log_path(role).open("ab") as log:
@@ -249,8 +251,17 @@ class Topology:
         process.wait(timeout=STOP_TIMEOUT)
 
     def running_workers(self) -> dict[str, int]:
+        return self.running("worker")
+
+    def running(self, prefix: str = "") -> dict[str, int]:
+        """The pid of each running process whose role starts with ``prefix``."""
         return {role: process.pid for role, process in self.processes.items()
-                if role.startswith("worker") and process.poll() is None}
+                if role.startswith(prefix) and process.poll() is None}
+
+    def web_url(self, role: str, url: str) -> str:
+        """``url`` (under base_url, through the balancer) sent straight to the web process ``role``."""
+        assert url.startswith(self.base_url), url
+        return f"http://127.0.0.1:{self.web_ports[int(role[-1])]}{url[len(self.base_url):]}"
 
     # --- the database ---
 

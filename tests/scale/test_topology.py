@@ -3,7 +3,8 @@ PostgreSQL and Redis (tests/scale/conftest.py sets it up).
 
 - certbot gets a wildcard certificate with DNS-01, its requests alternating between the web processes;
 - a worker killed with SIGKILL while it validates, or while it issues, holds a lease that runs out: the other
-  worker's sweeper hands the work on and the order completes within the bound the lease gives;
+  worker's sweeper hands the work on and the order completes within the bound the lease gives; so for a web
+  process killed while it validates a challenge it started (web processes validate them; web1 does not);
 - every process restarted in the middle of an order: the order is still there and completes;
 - a CAA record naming another CA makes the challenge, authorization and order invalid with a ``caa`` problem.
 
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -31,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pki_server.acme import orders as acme_orders
 from pki_server.acme import worker as acme_worker
 from tests.acme import dnsserver
-from tests.acme.rawclient import PROBLEM, RawClient, make_csr, thumbprint, unique_name
+from tests.acme.rawclient import JOSE, PROBLEM, RawClient, make_csr, thumbprint, unique_name
 from tests.scale.conftest import PG_PORT, VALIDATION_TIMEOUT, Topology, pid_of_tcp_client
 
 pytestmark = [pytest.mark.scale, pytest.mark.postgres]
@@ -64,9 +66,21 @@ def client_for(topology: Topology) -> RawClient:
     return client
 
 
-def answer_http01(topology: Topology, client: RawClient, order: dict[str, Any], *, hold: bool = False
-                  ) -> tuple[str, dict[str, Any]]:
-    """Answer the (only) authorization's HTTP-01 challenge; with ``hold`` the responder keeps the worker waiting."""
+def post_via(topology: Topology, role: str, client: RawClient, url: str, payload: Any) -> httpx.Response:
+    """``client.post(url, payload)`` sent straight to the web process ``role``, not through the balancer (the Host
+    header is still the balancer's, as the signed url says)."""
+    body = json.dumps(client.jws(client.protected(url), payload)).encode("utf-8")
+    response = client.http.post(topology.web_url(role, url), content=body,
+                                headers={"Content-Type": JOSE, "Host": urlsplit(topology.base_url).netloc})
+    if "Replay-Nonce" in response.headers:
+        client.nonce = response.headers["Replay-Nonce"]
+    return response
+
+
+def answer_http01(topology: Topology, client: RawClient, order: dict[str, Any], *, hold: bool = False,
+                  via: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Answer the (only) authorization's HTTP-01 challenge; with ``hold`` the responder keeps the validator waiting;
+    ``via``: the web process the challenge is posted to (web0 validates it itself, web1 sends it to a worker)."""
     (authz_url,) = order["authorizations"]
     authz = client.post(authz_url, None).json()
     topology.dns.add_host(authz["identifier"]["value"])
@@ -75,7 +89,8 @@ def answer_http01(topology: Topology, client: RawClient, order: dict[str, Any], 
     topology.http01.tokens[token] = f"{token}.{thumbprint(client.key)}"
     if hold:
         topology.http01.hold(token)
-    response = client.post(challenge["url"], {})
+    response = (client.post(challenge["url"], {}) if via is None
+                else post_via(topology, via, client, challenge["url"], {}))
     assert response.status_code == 200, response.text
     return authz_url, challenge
 
@@ -223,7 +238,7 @@ def test_worker_killed_mid_validation(topology: Topology) -> None:
     client = client_for(topology)
     name = unique_name()
     order_url, order = client.new_order(name)
-    authz_url, challenge = answer_http01(topology, client, order, hold=True)
+    authz_url, challenge = answer_http01(topology, client, order, hold=True, via="web1")  # web1: --no-validation
     token = challenge["token"]
 
     # A worker claimed the challenge and its request waits at the responder: the validation is in flight.
@@ -251,6 +266,37 @@ def test_worker_killed_mid_validation(topology: Topology) -> None:
 
     finalize_and_download(topology, client, order_url, [name])
     topology.start(holder)  # back to two workers for the next tests
+
+
+# --- a web process that validates the challenges it starts, killed with SIGKILL mid-validation ------------------
+
+def test_web_process_validates_and_is_killed_mid_validation(topology: Topology) -> None:
+    client = client_for(topology)
+    name = unique_name()
+    order_url, order = client.new_order(name)
+    authz_url, challenge = answer_http01(topology, client, order, hold=True, via="web0")
+    token = challenge["token"]
+
+    # web0 claimed the challenge and validates it itself: its request waits at the responder, no worker's does.
+    port = held_request_port(topology, token)
+    pk, status, lease_until, db_now = challenge_row(topology, token)
+    assert status == "processing" and lease_until is not None and lease_until > db_now, (status, lease_until)
+    assert pid_of_tcp_client(port, topology.http01.port, topology.running()) == "web0"
+    topology.kill("web0")
+    killed = time.monotonic()
+    assert challenge_row(topology, token)[1] == "processing"  # the dead process wrote nothing
+
+    # The lease runs out; a worker's sweeper hands the challenge on and that worker validates it.
+    topology.http01.release(token)
+    bound = (lease_until - db_now).total_seconds() + SWEEP + SLACK
+    authz = wait_for(lambda: (a := post_via(topology, "web1", client, authz_url, None).json())["status"] != "pending"
+                     and a, bound, "the authorization after web0's death", topology)
+    assert authz["status"] == "valid", authz
+    assert time.monotonic() - killed >= (lease_until - db_now).total_seconds() - 1
+    assert any(f"Re-dispatching validate {pk}." in topology.log_path(role).read_text()
+               for role in topology.running_workers())
+    topology.start("web0")
+    finalize_and_download(topology, client, order_url, [name])
 
 
 # --- a worker killed with SIGKILL while it issues ------------------------------------------------------------------

@@ -40,7 +40,12 @@ class Command(BaseCommand):
                             help="Write no access log (one line per HTTP request on standard output; a "
                                  "--log-level above info turns it off too).")
         parser.add_argument("--no-worker", action="store_true",
-                            help="Do not run the ACME worker in this process (run `pki-server worker` instead).")
+                            help="Do not run the ACME worker in this process (run `pki-server worker` instead): "
+                                 "no issuance and no sweeper here; the challenges this process's requests start "
+                                 "are still validated here, unless --no-validation.")
+        parser.add_argument("--no-validation", action="store_true",
+                            help="With --no-worker: send every challenge to the workers instead of validating it "
+                                 "here (for a web process that must not connect to the names it validates).")
         parser.add_argument("--forwarded-allow-ips", metavar="IPS",
                             help="Proxies whose X-Forwarded-Proto/-For headers are trusted, comma-separated "
                                  "(default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1; * trusts everyone).")
@@ -82,6 +87,8 @@ class Command(BaseCommand):
             raise CommandError(f"--tls-port {tls_port} is the HTTP port too: give them different ports.")
         if bool(options["tls_cert"]) != bool(options["tls_key"]):
             raise CommandError("Give --tls-cert and --tls-key together.")
+        if options["no_validation"] and not options["no_worker"]:
+            raise CommandError("--no-validation goes with --no-worker: this process's worker validates here.")
         if options["tls_check_interval"] <= 0:
             raise CommandError("--tls-check-interval takes a number of seconds greater than 0.")
         self.check_database()
@@ -141,7 +148,8 @@ class Command(BaseCommand):
             if source is not None and context is not None:
                 renewal = tls.keep_current(context, source, options["tls_check_interval"])
             try:
-                eventloop.run(self.serve(listeners, with_worker=not options["no_worker"], renewal=renewal))
+                eventloop.run(self.serve(listeners, with_worker=not options["no_worker"],
+                                         validate=not options["no_validation"], renewal=renewal))
             finally:
                 accesslog.log.disable()  # the lines of the loop's last iteration
 
@@ -164,10 +172,12 @@ class Command(BaseCommand):
 
     @staticmethod
     async def serve(
-        listeners: Sequence[tuple[uvicorn.Server, socket.socket]], *, with_worker: bool, renewal: Any = None
+        listeners: Sequence[tuple[uvicorn.Server, socket.socket]], *, with_worker: bool, validate: bool = True,
+        renewal: Any = None,
     ) -> None:
-        """The uvicorn servers, the ACME worker (unless told otherwise) and the certificate's
-        renewal, in one event loop. SIGINT/SIGTERM stop every server gracefully."""
+        """The uvicorn servers, the ACME worker (unless told otherwise; without it, a validator of the
+        challenges started here, unless ``validate`` is false) and the certificate's renewal, in one
+        event loop. SIGINT/SIGTERM stop every server gracefully."""
         from pki_server.acme.worker import Worker
 
         loop = asyncio.get_running_loop()
@@ -182,6 +192,8 @@ class Command(BaseCommand):
         tasks = []
         if with_worker:
             tasks.append(asyncio.create_task(Worker().run()))
+        elif validate:
+            tasks.append(asyncio.create_task(Worker(receive=False, sweep=False).run()))
         if renewal is not None:
             tasks.append(asyncio.create_task(renewal))
         try:
