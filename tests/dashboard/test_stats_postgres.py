@@ -52,14 +52,28 @@ client = Client(HTTP_HOST="localhost")
 client.force_login(user)
 with CaptureQueriesContext(connection) as queries:
     response = client.get("/dashboard/")
+overview_queries = len(queries)  # now: every request clears the query log
+# Every admin list (searched too) and change form, and the dashboard's pages: their queries, bound on the server.
+from django.contrib import admin
+pages = ["/dashboard/certificates/?q=example&status=valid&expiring=30", f"/dashboard/certificates/{cert.serial}/",
+         f"/dashboard/cas/{ca.serial}/", "/dashboard/accounts/", f"/dashboard/accounts/{account.slug}/"]
+for model in admin.site._registry:
+    changelist = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
+    pages += [changelist, changelist + "?q=example"]
+    first = model.objects.order_by("pk").first()
+    if first is not None:
+        pages.append(f"{changelist}{first.pk}/change/")
+statuses = {page: client.get(page).status_code for page in pages}
 print(json.dumps({
+    "pages": {page: status for page, status in statuses.items() if status != 200},
+    "pages_seen": len(statuses),
     "vendor": connection.vendor,
     "failures": sorted([g.challenge_type, g.problem_type, g.count] for g in stats.validation_failures()),
     "orders": dict(stats.orders_by_status()),
     "issued_today": stats.issued_per_day()[-1][1],
     "expiring": sorted(c.cn for c in stats.expiring_soon()),
     "overview": response.status_code,
-    "queries": len(queries),
+    "queries": overview_queries,
     "live": 'id="live-event-list"' in response.content.decode(),
 }))
 """
@@ -84,4 +98,5 @@ def test_overview_on_postgres(tmp_path: Path) -> None:
     assert found["issued_today"] == 2
     assert found["expiring"] == ["a.example.com", "b.example.com"]
     assert (found["overview"], found["live"]) == (200, True)
+    assert found["pages"] == {} and found["pages_seen"] >= 15
     assert found["queries"] == 2 + 5  # as on SQLite (test_query_counts.py)
