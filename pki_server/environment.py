@@ -28,14 +28,15 @@ def get_str(env: Mapping[str, str], name: str, default: str) -> str:
     return value or default
 
 
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
 def get_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
         return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
+    if raw in _TRUE | _FALSE:
+        return raw in _TRUE
     raise ConfigurationError(f"{name}={env[name]!r} is not a boolean (use 1/0, true/false, yes/no, on/off).")
 
 
@@ -251,9 +252,9 @@ def _postgres_options(name: str, options: dict[str, Any], shown: str) -> dict[st
     (PgBouncer in transaction mode before 1.21).
     """
     binding = str(options.get("server_side_binding", "true")).strip().lower()
-    if binding not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+    if binding not in _TRUE | _FALSE:
         raise ConfigurationError(f"{name}={shown!r}: server_side_binding must be true or false.")
-    options["server_side_binding"] = binding in {"1", "true", "yes", "on"}
+    options["server_side_binding"] = binding in _TRUE
     threshold = str(options.get("prepare_threshold", PREPARE_THRESHOLD)).strip().lower()
     if threshold in {"none", ""}:
         options["prepare_threshold"] = None
