@@ -94,6 +94,9 @@ class AcmeChallenge(models.Model):
 
     class Meta:
         verbose_name = "ACME challenge"
+        # For the sweeper's look for processing challenges (orders.stale_work), which otherwise reads every
+        # challenge ever made: 22 ms every 5 s with 300,000 of them, the event loop waiting on SQLite.
+        indexes = [models.Index(fields=["status"], name="pki_acme_challenge_status")]
 
     def __str__(self) -> str:
         return f"{self.type} {self.authorization}"

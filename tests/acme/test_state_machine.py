@@ -143,6 +143,23 @@ def test_leases_and_sweeper(client: AsgiAcmeClient) -> None:
     assert AcmeChallenge.objects.get(pk=challenge.pk).status == "valid"
 
 
+def test_the_sweeper_finds_stale_work_through_an_index() -> None:
+    """stale_work runs every few seconds; scanning every challenge and order ever made grew with the database
+    (22 ms every 5 s with 300,000 challenges, on the event loop's thread with SQLite)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        orders.stale_work(AcmeChallenge, timedelta(seconds=15))
+        orders.stale_work(AcmeOrder, timedelta(seconds=15))
+    assert len(queries.captured_queries) == 2
+    for query in queries.captured_queries:
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN QUERY PLAN " + query["sql"])
+            plan = " / ".join(str(row[-1]) for row in cursor.fetchall())
+        assert "USING INDEX" in plan and "SCAN pki_acme" not in plan, plan
+
+
 def test_release_hands_work_back(client: AsgiAcmeClient) -> None:
     order_for(client, "i.example.com")
     challenge = AcmeChallenge.objects.get(type="http-01")
