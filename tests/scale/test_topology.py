@@ -3,8 +3,8 @@ PostgreSQL and Redis (tests/scale/conftest.py sets it up).
 
 - certbot gets a wildcard certificate with DNS-01, its requests alternating between the web processes;
 - a worker killed with SIGKILL while it validates, or while it issues, holds a lease that runs out: the other
-  worker's sweeper hands the work on and the order completes within the bound the lease gives; so for a web
-  process killed while it validates a challenge it started (web processes validate them; web1 does not);
+  worker's sweeper hands the work on and the order completes within the bound the lease gives; so does a web
+  process killed while it validates a challenge its request started (web0; web1 runs ``--no-validation``);
 - every process restarted in the middle of an order: the order is still there and completes;
 - a CAA record naming another CA makes the challenge, authorization and order invalid with a ``caa`` problem.
 
