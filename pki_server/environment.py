@@ -203,7 +203,8 @@ def database(env: Mapping[str, str], data_dir: Path, name: str = "PKI_DATABASE_U
     raw = env.get(name, "").strip()
     if not raw:
         return sqlite_database(data_dir / "pki.sqlite3")
-    parts = _split_url(name, raw, _redact(raw))
+    shown = _redact(raw)
+    parts = _split_url(name, raw, shown)
     if parts.scheme in {"postgres", "postgresql", "pgsql"}:
         database_name = unquote(parts.path.lstrip("/"))
         if not database_name:
@@ -212,7 +213,7 @@ def database(env: Mapping[str, str], data_dir: Path, name: str = "PKI_DATABASE_U
             port = parts.port
         except ValueError:
             raise ConfigurationError(f"{name} has an invalid port.") from None
-        options = _postgres_options(name, dict(parse_qsl(parts.query)), _redact(raw))
+        options = _postgres_options(name, dict(parse_qsl(parts.query)), shown)
         return {
             "ENGINE": "pki_server.postgresql",
             "NAME": database_name,
@@ -234,7 +235,7 @@ def database(env: Mapping[str, str], data_dir: Path, name: str = "PKI_DATABASE_U
             raise ConfigurationError(f"{name}: the SQLite file's folder {str(file.parent)!r} is missing.")
         return sqlite_database(file)
     raise ConfigurationError(
-        f"{name}={_redact(raw)!r}: unsupported database; use postgres://… or sqlite:////path."
+        f"{name}={shown!r}: unsupported database; use postgres://… or sqlite:////path."
     )
 
 
